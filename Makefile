@@ -28,7 +28,7 @@ LIBSRCS := $(filter-out $(MAIN),$(SRCS))
 OBJS    := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps test test-unit test-asan test-system demo clean bench lint fuzz
+.PHONY: all deps test test-unit test-asan test-system demo clean bench lint fuzz fuzz-libfuzzer
 
 all: $(BUILD)/redoubt
 
@@ -49,8 +49,28 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libredoubt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libredoubt.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(BUILD)/fuzz_ipc: tests/fuzz/fuzz_ipc.c $(BUILD)/libredoubt.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+FUZZ_SAN  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_SRCS := tests/fuzz/fuzz_ipc.c ipc/codec.c
+FUZZ_N    ?= 200000
+FUZZ_TIME ?= 60
+
+# The IPC codec fuzzer: a standalone mutation driver (gcc + ASan), and libFuzzer with clang.
+$(BUILD)/fuzz_ipc: $(FUZZ_SRCS) ipc/ipc.h common/limits.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -I. $(FUZZ_SAN) -DREDOUBT_FUZZ_MAIN -o $@ $(FUZZ_SRCS)
+
+$(BUILD)/fuzz_ipc_libfuzzer: $(FUZZ_SRCS) ipc/ipc.h common/limits.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE $(WARN) -I. -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ $(FUZZ_SRCS)
+
+fuzz: $(BUILD)/fuzz_ipc
+	$(BUILD)/fuzz_ipc -n $(FUZZ_N) tests/fuzz/corpus/ipc
+
+fuzz-libfuzzer: $(BUILD)/fuzz_ipc_libfuzzer
+	@mkdir -p $(BUILD)/fuzz-corpus/ipc
+	$(BUILD)/fuzz_ipc_libfuzzer -max_len=1100 -max_total_time=$(FUZZ_TIME) \
+		$(BUILD)/fuzz-corpus/ipc tests/fuzz/corpus/ipc
 
 test-unit: $(UNIT)
 	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done

@@ -58,6 +58,9 @@ log_level_parse(const char *s, enum log_level *out)
 	return -1;
 }
 
+static void log_emit(const char *tag, const char *fmt, va_list ap, int with_errno)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_emit(const char *tag, const char *fmt, va_list ap, int with_errno)
 {

@@ -52,7 +52,8 @@ enum ipc_type {
 	IPC_ADMISSION    = 15, /* keyd -> worker: stop / resume accepting (audit fail-closed) */
 	/* supervisor -> child */
 	IPC_CHANNEL      = 32, /* carries a socketpair end (SCM_RIGHTS) */
-	IPC_CHILD_EVENT  = 33, /* supervisor -> keyd: a child exited or was restarted (audit) */
+	IPC_CHILD_EVENT  = 33, /* supervisor <-> keyd: child exits and restarts (audit); keyd's
+	                          readiness and requests to restart a misbehaving worker */
 	IPC_TYPE_MAX     = 34
 };
 
@@ -87,10 +88,13 @@ enum ipc_channel_kind {
 	IPC_CHANNEL_KIND_MAX = 3
 };
 
-enum ipc_child_event {
+/* Not "enum ipc_child_event": C has one tag namespace, and that is the struct below. */
+enum ipc_child_event_kind {
 	IPC_CHILD_EXITED    = 1,
 	IPC_CHILD_RESTARTED = 2,
-	IPC_CHILD_EVENT_MAX = 3
+	IPC_CHILD_VIOLATION = 3,  /* keyd -> supervisor: worker broke the protocol; restart it */
+	IPC_CHILD_READY     = 4,  /* keyd -> supervisor: keys loaded, ready for workers */
+	IPC_CHILD_EVENT_MAX = 5
 };
 
 struct ipc_hdr {
@@ -196,7 +200,7 @@ struct ipc_channel {          /* 8 bytes; the descriptor travels as SCM_RIGHTS *
 };
 
 struct ipc_child_event {      /* 20 bytes */
-	uint32_t kind;            /* enum ipc_child_event */
+	uint32_t kind;            /* enum ipc_child_event_kind */
 	uint32_t child;           /* 0 = keyd, 1 + i = worker i */
 	int32_t  pid;
 	int32_t  status;          /* exit status or terminating signal */

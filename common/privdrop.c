@@ -1,0 +1,49 @@
+/*
+ * Privilege dropping with libcap.
+ */
+#include "common/privdrop.h"
+
+#include <grp.h>
+#include <sys/capability.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+void
+privdrop_caps(void)
+{
+	cap_t none = cap_init();
+
+	if (none == NULL || cap_set_proc(none) == -1)
+		fatal("privdrop: clearing capabilities");
+	cap_free(none);
+}
+
+void
+privdrop_to(const struct passwd *pw)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+
+	/* While still root: empty the bounding set, so nothing can be regained. */
+	for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 && cap_valid(cap))
+			fatal("privdrop: PR_CAPBSET_DROP %d", cap);
+	if (setgroups(0, NULL) == -1)
+		fatal("privdrop: setgroups");
+	if (setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1)
+		fatal("privdrop: setresgid %u", (unsigned)pw->pw_gid);
+	if (setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+		fatal("privdrop: setresuid %u", (unsigned)pw->pw_uid);
+	if (getresuid(&ruid, &euid, &suid) == -1 || getresgid(&rgid, &egid, &sgid) == -1 ||
+	    ruid != pw->pw_uid || euid != pw->pw_uid || suid != pw->pw_uid ||
+	    rgid != pw->pw_gid || egid != pw->pw_gid || sgid != pw->pw_gid)
+		fatalx("privdrop: credentials did not change to %s", pw->pw_name);
+	/* The proof: root must be out of reach now. */
+	if (pw->pw_uid != 0 && (setuid(0) != -1 || seteuid(0) != -1))
+		fatalx("privdrop: could regain root after dropping to %s", pw->pw_name);
+	privdrop_caps();
+	umask(077);
+}
