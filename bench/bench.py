@@ -56,6 +56,10 @@ LOADGEN_THREADS = 8
 MEM_STEPS = (1_000, 10_000)
 MEM_SETTLE_S = 1.0
 MEM_WARMUP_CONNS = 20
+# Deadline of the idle-connection client: generous (a healthy setup opens 10,000 in ~15 s
+# here) but short enough that a server that stops accepting cannot eat the time budget.
+MEM_HOLD_BASE_S = 20
+MEM_HOLD_PER_CONN_S = 0.005
 FD_RESERVE = 400        # descriptors a proxy needs besides its two per connection
 
 
@@ -271,7 +275,7 @@ class Runner:
         time.sleep(MEM_SETTLE_S)
         argv = [PYTHON, LOADGEN, "hold", "--port", str(setup.port), "--cafile", self.env.ca,
                 "--steps", ",".join(str(s) for s in steps), "--threads", str(LOADGEN_THREADS),
-                "--duration", str(RUN_TIMEOUT_S * 2)]
+                "--duration", str(int(MEM_HOLD_BASE_S + max(steps) * MEM_HOLD_PER_CONN_S))]
         p = self._spawn_client(argv, stdin=subprocess.PIPE)
         res = {"steps": [], "problems": []}
         line = read_line(p, 30)
@@ -285,7 +289,7 @@ class Runner:
         p.stdin.write(b"GO\n")
         p.stdin.flush()
         for target in steps:
-            line = read_line(p, RUN_TIMEOUT_S * 2)
+            line = read_line(p, MEM_HOLD_BASE_S + max(steps) * MEM_HOLD_PER_CONN_S + 15)
             if not line or not line.startswith("HOLD"):
                 res["problems"].append("no HOLD line for %d: %r" % (target, line))
                 break

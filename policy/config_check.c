@@ -379,8 +379,8 @@ cfgchk_identity_files(const struct config_identity *id, char *err, size_t errlen
 	char label[CFGCHK_LABEL_MAX];
 	const char *key = id->key;
 
-	if (strncmp(key, "tpm:", 4) == 0)
-		key += 4;            /* the TPM key blob */
+	if (strncmp(key, CONFIG_KEY_TPM_PREFIX, strlen(CONFIG_KEY_TPM_PREFIX)) == 0)
+		key += strlen(CONFIG_KEY_TPM_PREFIX);     /* the TPM key blob */
 	snprintf(label, sizeof(label), "[identity %s]", id->name);
 	return cfgchk_file(label, "cert", id->cert, err, errlen) ||
 	    cfgchk_file(label, "key", key, err, errlen) ||

@@ -383,16 +383,18 @@ cfgkey_set_log_level(struct config_parser *p, const struct config_key *k, void *
 
 static int
 cfgkey_set_key(struct config_parser *p, const struct config_key *k, void *obj,
-    const char *v, struct cfgval_err *e)
+    const char *value, struct cfgval_err *e)
 {
 	struct config_identity *id = obj;
 	char path[CONFIG_PATH_MAX];
+	const char *file = value;
 
-	/* "tpm:/path": a TPM 2.0 key blob; the private key never leaves the TPM. */
-	if (cfgval_path("key", strncmp(v, "tpm:", 4) == 0 ? v + 4 : v, path, sizeof(path),
-	    e) == -1)
+	/* A TPM key blob is a file like any other; the private key never leaves the TPM. */
+	if (strncmp(file, CONFIG_KEY_TPM_PREFIX, strlen(CONFIG_KEY_TPM_PREFIX)) == 0)
+		file += strlen(CONFIG_KEY_TPM_PREFIX);
+	if (cfgval_path("key", file, path, sizeof(path), e) == -1)
 		return -1;
-	return cfgkey_copy(k, id->key, sizeof(id->key), v, e);
+	return cfgkey_copy(k, id->key, sizeof(id->key), value, e);
 }
 
 static int
@@ -601,6 +603,8 @@ cfgkey_check_required(struct config_parser *p)
 {
 	const struct config_section_state *st = cfgkey_state(p);
 
+	if (st == NULL)
+		return 0;
 	for (size_t i = 0; i < cfgkey_tables[p->sec].n; i++) {
 		const struct config_key *k = &cfgkey_tables[p->sec].keys[i];
 		if ((k->flags & KEY_REQUIRED) && st->key_line[k->id] == 0)

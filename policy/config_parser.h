@@ -22,6 +22,7 @@
  */
 #define CONFIG_LINE_MAX            199
 #define CONFIG_ALPN_MAX            8      /* protocols in one alpn list (redis, redis-bus, ...) */
+#define CONFIG_KEY_TPM_PREFIX      "tpm:" /* key = tpm:/path: a TPM 2.0 key blob */
 
 /* Ranges and defaults of [global] keys not already in common/limits.h (units in the name). */
 #define CONFIG_USER_DEFAULT        "redoubt"
