@@ -105,6 +105,8 @@ conn_io_cb(struct ev_io *io, uint32_t events)
 
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->readable = 1;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->hup = 1;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->writable = 1;
 	conn_run(s->conn);

@@ -49,6 +49,7 @@ struct side {
 	struct conn   *conn;
 	unsigned       readable:1;   /* edge-triggered readiness we have not consumed yet */
 	unsigned       writable:1;
+	unsigned       hup:1;        /* epoll saw the peer's FIN/HUP: read until EOF, not to a short read */
 	unsigned       eof:1;        /* peer finished sending */
 	unsigned       shut:1;       /* we finished sending */
 	unsigned       failed:1;     /* an error ended this side (errmsg says which) */

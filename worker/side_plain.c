@@ -37,9 +37,12 @@ plain_read(struct side *s, void *buf, size_t len)
 	while (n == -1 && errno == EINTR);
 	if (n > 0) {
 		s->bytes_in += (size_t)n;
-		/* A short read on a stream socket means its queue is empty now: the next edge will
-		   say when more arrives, so skip the read that would only return EAGAIN. */
-		if ((size_t)n < len)
+		/*
+		 * A short read on a stream socket means its queue is empty now: the next edge will
+		 * say when more arrives, so skip the read that would only return EAGAIN.  Not when
+		 * the FIN came with the same edge: no further edge would announce it.
+		 */
+		if ((size_t)n < len && !s->hup)
 			s->readable = 0;
 		return n;
 	}
