@@ -98,7 +98,8 @@ bench: deps all
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
-		--suppress=missingIncludeSystem -I. $(SRCDIRS)
+		--suppress=missingIncludeSystem --include=/usr/include/x86_64-linux-gnu/sys/queue.h \
+		-I. $(SRCDIRS)
 	clang-tidy --quiet $(SRCS) -- $(filter-out -fstack-clash-protection -fcf-protection,$(CFLAGS))
 
 clean:

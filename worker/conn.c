@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "policy/identity.h"
 #include "worker/conn_audit.h"
+#include "worker/tls_bio.h"
 #include "worker/worker.h"
 
 #define CONN_PLAINTEXT_REPLY   "-ERR this port requires TLS\r\n"
@@ -278,7 +279,7 @@ conn_start_tls(struct conn *c, struct side *s, SSL_CTX *ctx, struct tls_gen *gen
 {
 	SSL *ssl = SSL_new(ctx);
 
-	if (ssl == NULL || !SSL_set_fd(ssl, s->fd)) {
+	if (ssl == NULL || tls_bio_attach(ssl, s) == -1) {
 		log_ssl_errors("conn: SSL_new");
 		SSL_free(ssl);
 		return -1;

@@ -104,6 +104,8 @@ tls_ctx_common(SSL_CTX *ctx, const struct tls_params *tp, struct tls_gen *g, con
 	SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC | SSL_MODE_RELEASE_BUFFERS |
 	    SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_async_callback(ctx, conn_async_wake);
+	/* Whole records (or several) per read(2), instead of a 5-byte header read first. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	if (!SSL_CTX_set_min_proto_version(ctx, tp->proto_min) ||
 	    !SSL_CTX_set_max_proto_version(ctx, tp->proto_max)) {
 		log_warnx("%s: TLS protocol range not supported", who);

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "worker/keyd_client.h"
 #include "worker/keyd_provider.h"
+#include "worker/tls_bio.h"
 #include "worker/sandbox.h"
 
 #define WORKER_BUF_POOL_MAX 256   /* idle relay buffers kept for reuse (4 MiB) */
@@ -36,31 +37,38 @@ static struct worker worker_state;
 
 /* ---------- relay buffers ---------- */
 
+/* A free buffer's first bytes link it to the next free one. */
+struct worker_free_buf {
+	struct worker_free_buf *next;
+};
+
 uint8_t *
 worker_buf_get(void)
 {
-	uint8_t *b = wk->buf_pool;
+	struct worker_free_buf *b = wk->buf_pool;
 
 	if (b != NULL) {
-		memcpy(&wk->buf_pool, b, sizeof(void *));
+		wk->buf_pool = b->next;
 		wk->buf_pool_len--;
-		return b;
+		return (uint8_t *)b;
 	}
 	b = malloc(CONN_BUF_SIZE);
 	if (b == NULL)
 		fatal("worker: relay buffer");
-	return b;
+	return (uint8_t *)b;
 }
 
 void
 worker_buf_put(uint8_t *buf)
 {
+	struct worker_free_buf *b = (struct worker_free_buf *)(void *)buf;
+
 	if (wk->buf_pool_len >= WORKER_BUF_POOL_MAX) {
 		free(buf);
 		return;
 	}
-	memcpy(buf, &wk->buf_pool, sizeof(void *));
-	wk->buf_pool = buf;
+	b->next = wk->buf_pool;
+	wk->buf_pool = b;
 	wk->buf_pool_len++;
 }
 
@@ -355,7 +363,7 @@ worker_main(int argc, char **argv)
 	if (prctl(PR_SET_DUMPABLE, 0) == -1 || setrlimit(RLIMIT_CORE, &nocore) == -1)
 		fatal("worker: PR_SET_DUMPABLE / RLIMIT_CORE");
 	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1 ||
-	    keyd_provider_load() == -1)
+	    keyd_provider_load() == -1 || tls_bio_init() == -1)
 		fatalx("worker: OpenSSL initialisation failed");
 	if (!ASYNC_init_thread(ASYNC_JOBS_MAX, 0))
 		fatalx("worker: ASYNC_init_thread failed");
