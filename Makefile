@@ -100,7 +100,8 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
 		--suppress=missingIncludeSystem --include=/usr/include/x86_64-linux-gnu/sys/queue.h \
 		-I. $(SRCDIRS)
-	clang-tidy --quiet $(SRCS) -- $(filter-out -fstack-clash-protection -fcf-protection,$(CFLAGS))
+	@set -e; for f in $(SRCS); do clang-tidy --quiet $$f -- -std=c11 -D_GNU_SOURCE -I. \
+		$(shell pkg-config --cflags $(PKGS)) 2>/dev/null; done
 
 clean:
 	rm -rf build build-asan build-hooks

@@ -143,7 +143,7 @@ evloop_timer_set(struct evloop *l, struct ev_timer *t, uint64_t when_ms)
 	evloop_timer_cancel(l, t);
 	if (l->heap_len + 1 >= l->heap_cap) {
 		size_t ncap = l->heap_cap ? l->heap_cap * 2 : 64;
-		struct ev_timer **nh = realloc(l->heap, ncap * sizeof(*nh));
+		struct ev_timer **nh = realloc(l->heap, ncap * sizeof(struct ev_timer *));
 		if (nh == NULL)
 			fatal("evloop: timer heap of %zu entries", ncap);
 		l->heap = nh;

@@ -124,7 +124,7 @@ keyd_refusal(struct keyd_worker *w, const struct ipc_msg *m, const char *reason)
 	json_t *f;
 
 	for (int i = 0; i < 8; i++)
-		snprintf(kid + i * 2, 3, "%02x", m->u.sign.key_id[i]);
+		snprintf(kid + (size_t)i * 2, 3, "%02x", m->u.sign.key_id[i]);
 	w->refusals++;
 	w->strikes++;
 	log_warnx("worker %u: signature refused: %s (key %s, sigalg 0x%04x, %u bytes)",

@@ -204,7 +204,7 @@ keyd_config_audit(void)
 	json_t *f;
 
 	for (int i = 0; i < 32; i++)
-		snprintf(hex + i * 2, 3, "%02x", kd->cfg->sha256[i]);
+		snprintf(hex + (size_t)i * 2, 3, "%02x", kd->cfg->sha256[i]);
 	f = json_pack("{s:s, s:s, s:i}", "config", kd->cfg->path, "config_sha256", hex,
 	    "workers", (int)kd->cfg->workers);
 	keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "success", "keyd started", f);

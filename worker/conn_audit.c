@@ -87,7 +87,7 @@ conn_audit_peer_cert(json_t *o, X509 *x)
 	BN_free(bn);
 	if (X509_digest(x, EVP_sha256(), md, &mdlen) && mdlen == 32) {
 		for (unsigned int i = 0; i < mdlen; i++)
-			snprintf(buf + i * 2, 3, "%02x", md[i]);
+			snprintf(buf + (size_t)i * 2, 3, "%02x", md[i]);
 		json_object_set_new(o, "peer_sha256", json_string(buf));
 	}
 }

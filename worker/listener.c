@@ -42,7 +42,7 @@ static void
 listener_accept(struct wk_listener *l)
 {
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
 		socklen_t len = sizeof(ss);
 		int fd, one = 1;
 
