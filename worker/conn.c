@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "policy/identity.h"
 #include "worker/conn_audit.h"
+#include "worker/connector.h"
 #include "worker/tls_bio.h"
 #include "worker/worker.h"
 
@@ -256,16 +257,21 @@ conn_new_outbound(struct wk_connector *k, int fd, const struct sockaddr *sa, soc
 		return NULL;
 	}
 	if (k->cfg->transparent) {
-		/* nftables REDIRECT kept the address the local redis-server meant to reach. */
-		len = sizeof(dst);
-		if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) == -1) {
-			log_warn("connector %s: SO_ORIGINAL_DST", k->cfg->name);
+		if (connector_original_dst(k, fd, &dst, &len) == -1) {
+			c->end_detail = "no original destination";
 			conn_close(c, END_BACKEND_UNAVAILABLE);
 			return NULL;
 		}
 	} else if (k->peer_len > 0) {
 		memcpy(&dst, &k->peer, k->peer_len);
 		len = k->peer_len;
+	}
+	if (len > 0 && (c->kpeer = connector_peer_get(k, (struct sockaddr *)&dst, len)) != NULL &&
+	    connector_peer_backoff(c->kpeer) > 0) {
+		/* The peer is down: the local client learns it now, not after a dial timeout. */
+		c->end_detail = "peer down, waiting before the next attempt";
+		conn_close(c, END_BACKEND_UNAVAILABLE);
+		return NULL;
 	}
 	c->state = CONN_CONNECTING;
 	conn_dial_to(c, &dst, len);
@@ -382,28 +388,46 @@ conn_start_tls_client(struct conn *c)
 {
 	struct wk_connector *k = c->connector;
 	const struct config_addr *to = &k->cfg->connect;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN];
+	const char *name = NULL;
 	X509_VERIFY_PARAM *vp;
-	int is_ip;
+	int is_ip = 0;
 
 	if (conn_start_tls(c, &c->backend, k->ctx, k->gen, 0) == -1) {
 		conn_close(c, END_HANDSHAKE_FAILED);
 		return;
 	}
 	evloop_timer_after(&wk->loop, &c->timer, wk->cfg->handshake_timeout_ms);
-	if (to->kind == ADDR_TCP && to->host[0] != '\0') {
+	if (k->cfg->transparent) {
+		/* The peer must prove the address the local redis-server dialled (SO_ORIGINAL_DST). */
+		if (getpeername(c->backend.fd, (struct sockaddr *)&ss, &sslen) == 0 &&
+		    ((ss.ss_family == AF_INET && inet_ntop(AF_INET,
+		    &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip)) != NULL) ||
+		    (ss.ss_family == AF_INET6 && inet_ntop(AF_INET6,
+		    &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip)) != NULL))) {
+			name = ip;
+			is_ip = 1;
+		}
+	} else if (to->kind == ADDR_TCP && to->host[0] != '\0') {
+		name = to->host;
 		is_ip = to->sslen != 0;
-		if (!is_ip)
-			(void)SSL_set_tlsext_host_name(c->backend.ssl, to->host);
-		if (k->cfg->mode == TLS_MODE_VERIFY_FULL) {
-			vp = SSL_get0_param(c->backend.ssl);
-			X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-			if (!(is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, to->host) :
-			    X509_VERIFY_PARAM_set1_host(vp, to->host, 0))) {
-				conn_close(c, END_HANDSHAKE_FAILED);
-				return;
-			}
+	}
+	if (name != NULL && !is_ip)
+		(void)SSL_set_tlsext_host_name(c->backend.ssl, name);
+	if (k->cfg->mode == TLS_MODE_VERIFY_FULL) {
+		vp = SSL_get0_param(c->backend.ssl);
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (name == NULL || !(is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) :
+		    X509_VERIFY_PARAM_set1_host(vp, name, 0))) {
+			/* verify-full without a name to check would be verify-ca: refuse instead. */
+			c->end_detail = "no peer name or address to verify";
+			conn_close(c, END_HANDSHAKE_FAILED);
+			return;
 		}
 	}
+	connector_peer_resume(c->kpeer, c->backend.ssl, k->gen->generation);
 	c->backend.writable = 1;
 	conn_handshake(c);
 }
@@ -422,6 +446,7 @@ conn_handshake_done(struct conn *c)
 	if (c->listener != NULL)
 		conn_dial(c, conn_route(c));
 	else {
+		connector_peer_ok(c->connector, c->kpeer);
 		c->state = CONN_RELAY;
 		evloop_timer_cancel(&wk->loop, &c->timer);
 		conn_pump(c);
@@ -473,7 +498,9 @@ conn_handshake(struct conn *c)
 		return;
 	}
 	wk->stats.handshake_failures++;
-	c->end_detail = st == SIDE_EOF ? "peer closed during the handshake" : t->errmsg;
+	snprintf(c->refusal, sizeof(c->refusal), "%s", st == SIDE_EOF ?
+	    "peer closed during the handshake" : t->errmsg);
+	c->end_detail = c->refusal;
 	log_info("%s: handshake with %s failed: %s", c->listener ? c->listener->cfg->name :
 	    c->connector->cfg->name, c->peer_str, c->end_detail);
 	conn_audit_handshake(c, 0, c->end_detail);
@@ -502,8 +529,13 @@ static void
 conn_backend_down(struct conn *c, const char *why)
 {
 	wk->stats.backend_failures++;
-	log_warnx("%s: backend for %s unavailable: %s", c->listener ? c->listener->cfg->name :
-	    c->connector->cfg->name, c->peer_str, why);
+	if (c->connector != NULL)
+		log_warnx("connector %s: peer %s unreachable (local client %s): %s",
+		    c->connector->cfg->name, c->kpeer != NULL ? c->kpeer->name : "?", c->peer_str,
+		    why);
+	else
+		log_warnx("%s: backend for %s unavailable: %s", c->listener->cfg->name, c->peer_str,
+		    why);
 	c->end = END_BACKEND_UNAVAILABLE;
 	c->end_detail = why;
 	side_close(&c->backend);
@@ -799,8 +831,10 @@ conn_close(struct conn *c, enum conn_end why)
 	}
 	if (c->listener != NULL)
 		c->listener->conns--;
-	if (c->connector != NULL)
+	if (c->connector != NULL) {
 		c->connector->conns--;
+		connector_conn_end(c);
+	}
 	TAILQ_REMOVE(&wk->conns, c, entry);
 	wk->n_conns--;
 	c->state = CONN_DEAD;
@@ -842,6 +876,39 @@ conn_run(struct conn *c)
 
 /* ---------- peer certificate rules ---------- */
 
+/* A verification error in the words an operator looks for in the log. */
+static const char *
+conn_verify_reason(int err)
+{
+	switch (err) {
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+	case X509_V_ERR_IP_ADDRESS_MISMATCH:
+	case X509_V_ERR_EMAIL_MISMATCH:
+		return "wrong host";
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		return "self-signed";
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+		return "unknown CA";
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		return "expired";
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "not yet valid";
+	case X509_V_ERR_CERT_REVOKED:
+		return "revoked";
+	case X509_V_ERR_UNABLE_TO_GET_CRL:
+	case X509_V_ERR_CRL_HAS_EXPIRED:
+	case X509_V_ERR_CRL_NOT_YET_VALID:
+		return "no current CRL";
+	case X509_V_ERR_INVALID_PURPOSE:
+		return "wrong key usage";
+	default:
+		return "untrusted";
+	}
+}
+
 int
 conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 {
@@ -858,8 +925,12 @@ conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 		who[0] = '\0';
 		if (cert != NULL)
 			identity_describe(cert, who, sizeof(who));
-		snprintf(c->refusal, sizeof(c->refusal), "certificate verification failed at "
-		    "depth %d: %s (%.150s)", depth, X509_verify_cert_error_string(err), who);
+		/* Truncating the certificate description is fine: the reason comes first. */
+		if (snprintf(c->refusal, sizeof(c->refusal), "certificate verification failed at "
+		    "depth %d: %s: %s (%s%s%s)", depth, conn_verify_reason(err),
+		    X509_verify_cert_error_string(err), c->kpeer != NULL ? c->kpeer->name : "",
+		    c->kpeer != NULL ? " presented " : "", who) >= (int)sizeof(c->refusal))
+			memcpy(c->refusal + sizeof(c->refusal) - 4, "...", 4);
 		return 0;
 	}
 	if (depth != 0 || cert == NULL)
@@ -890,8 +961,9 @@ conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 	if (c->connector != NULL && c->connector->cfg->n_expect > 0 &&
 	    !identity_match(cert, c->connector->cfg->expect, c->connector->cfg->n_expect)) {
 		identity_describe(cert, who, sizeof(who));
-		snprintf(c->refusal, sizeof(c->refusal), "peer is not the expected identity (%.200s)",
-		    who);
+		if (snprintf(c->refusal, sizeof(c->refusal), "peer %s is not the expected identity "
+		    "(%s)", c->kpeer != NULL ? c->kpeer->name : "", who) >= (int)sizeof(c->refusal))
+			memcpy(c->refusal + sizeof(c->refusal) - 4, "...", 4);
 		X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
 		return 0;
 	}

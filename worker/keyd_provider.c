@@ -466,9 +466,8 @@ kp_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
 		*siglen = s->sig_len;
 		ok = 1;
 	} else {
-		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "keyd refused or did not "
-		    "answer the signature request: %s", s->state == KSIGN_DONE ?
-		    "signature too large" : ipc_err_name(s->err));
+		ERR_raise_data(ERR_LIB_PROV, ERR_R_OPERATION_FAIL, "no signature from keyd: %s",
+		    s->state == KSIGN_DONE ? "signature too large" : ipc_err_name(s->err));
 	}
 	keyd_sign_finish(s);
 	OPENSSL_clear_free(s, sizeof(*s));

@@ -4,10 +4,35 @@
 #include "worker/side.h"
 
 #include <errno.h>
+#include <stdio.h>
 
 #include <openssl/err.h>
 
 #include "common/log.h"
+
+/*
+ * The most useful line of OpenSSL's error queue: the root cause a provider recorded (e.g.
+ * "keyd not connected") beats libssl's generic wrapper ("EVP lib").  Valid until the next
+ * call; callers copy it if they keep it.
+ */
+static const char *
+side_tls_reason(void)
+{
+	static char buf[200];
+	const char *data = NULL;
+	int flags = 0;
+	unsigned long first = ERR_peek_error_data(&data, &flags);
+	unsigned long last = ERR_peek_last_error();
+	const char *r;
+
+	if (first != 0 && ERR_GET_LIB(first) == ERR_LIB_PROV && data != NULL &&
+	    (flags & ERR_TXT_STRING) && data[0] != '\0') {
+		snprintf(buf, sizeof(buf), "%s", data);
+		return buf;
+	}
+	r = last != 0 ? ERR_reason_error_string(last) : NULL;
+	return r != NULL ? r : "TLS protocol error";
+}
 
 enum side_status
 side_tls_status(struct side *s, int ret)
@@ -46,10 +71,7 @@ side_tls_status(struct side *s, int ret)
 		return SIDE_ERROR;
 	case SSL_ERROR_SSL:
 	default:
-		ec = ERR_peek_last_error();
-		s->errmsg = ec != 0 ? ERR_reason_error_string(ec) : NULL;
-		if (s->errmsg == NULL)
-			s->errmsg = "TLS protocol error";
+		s->errmsg = side_tls_reason();
 		ERR_clear_error();
 		return SIDE_ERROR;
 	}
