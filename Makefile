@@ -28,7 +28,8 @@ LIBSRCS := $(filter-out $(MAIN),$(SRCS))
 OBJS    := $(LIBSRCS:%.c=$(BUILD)/%.o)
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps test test-unit test-asan test-system demo clean bench lint fuzz fuzz-libfuzzer
+.PHONY: all deps test test-unit test-asan test-system demo clean bench lint fuzz fuzz-libfuzzer \
+	install deb test-package
 
 all: $(BUILD)/redoubt
 
@@ -89,6 +90,24 @@ test: deps
 	$(MAKE) TEST_HOOKS=1 BUILD=build-hooks build-hooks/redoubt
 	REDOUBT_BIN=$(abspath build-hooks/redoubt) REDOUBT_RELEASE_BIN=$(abspath $(BUILD)/redoubt) \
 		/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+install: $(BUILD)/redoubt
+	install -D -m 0755 $(BUILD)/redoubt $(DESTDIR)$(PREFIX)/bin/redoubt
+	install -D -m 0644 docs/man/redoubt.8 $(DESTDIR)$(PREFIX)/share/man/man8/redoubt.8
+	install -D -m 0644 docs/man/redoubt.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/redoubt.conf.5
+
+deb:
+	packaging/build-deb.sh
+
+# The unit's exposure score is 2.2 today (one root supervisor switching users); issue 9 asks
+# for <= 1.5, which needs the keyd / worker unit split.  The test enforces today's bound so
+# it cannot get worse while that work is pending.
+REDOUBT_SECURITY_MAX ?= 2.2
+test-package:
+	REDOUBT_SECURITY_MAX=$(REDOUBT_SECURITY_MAX) /usr/bin/python3 tests/package/test_package.py
 
 demo: deps all
 	@scripts/demo.sh $(abspath $(BUILD)/redoubt)
