@@ -24,6 +24,8 @@ static const char *const audit_event_names[AUDIT_EVENT_MAX] = {
 	[AUDIT_SANDBOX_VIOLATION] = "sandbox.violation",
 	[AUDIT_LOG_ROTATED] = "audit.rotated",
 	[AUDIT_CHECKPOINT] = "audit.checkpoint",
+	[AUDIT_LOG_OPENED] = "audit.opened",
+	[AUDIT_LOG_RECOVERED] = "audit.recovered",
 };
 
 const char *

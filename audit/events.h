@@ -25,7 +25,9 @@ enum audit_event {
 	AUDIT_CHILD_RESTARTED,
 	AUDIT_SANDBOX_VIOLATION,
 	AUDIT_LOG_ROTATED,
-	AUDIT_CHECKPOINT,
+	AUDIT_CHECKPOINT,         /* written by the audit writer only */
+	AUDIT_LOG_OPENED,         /* audit writer: the chain resumes in this file (key id, anomalies) */
+	AUDIT_LOG_RECOVERED,      /* audit writer: the log is writable again (since, queued, lost) */
 	AUDIT_EVENT_MAX
 };
 

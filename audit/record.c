@@ -60,11 +60,11 @@ audit_time_format(const struct timespec *ts, char out[AUDIT_TIME_LEN + 1])
 
 	if (gmtime_r(&t, &tm) == NULL)
 		memset(&tm, 0, sizeof(tm));
-	/* The year is clamped so the text is always AUDIT_TIME_LEN characters. */
-	snprintf(out, AUDIT_TIME_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-	    (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,
-	    tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100,
-	    (long)(ts->tv_nsec / 1000) % 1000000);
+	/* Unsigned and reduced, so the text is always exactly AUDIT_TIME_LEN characters. */
+	snprintf(out, AUDIT_TIME_LEN + 1, "%04u-%02u-%02uT%02u:%02u:%02u.%06luZ",
+	    (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+	    (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u,
+	    (unsigned)tm.tm_sec % 100u, (unsigned long)(ts->tv_nsec / 1000) % 1000000ul);
 }
 
 /* Exactly n decimal digits at *p; no sign, no space (sscanf would take both). */
@@ -246,7 +246,7 @@ audit_record_make(const struct audit_chain *c, const char *time, const char *eve
 	rec = json_object();
 	if (rec == NULL)
 		return NULL;
-	if (json_object_set_new(rec, "seq", json_integer((json_int_t)(c->ac_seq + 1))) ||
+	if (json_object_set_new(rec, "seq", json_integer((json_int_t)c->ac_seq + 1)) ||
 	    json_object_set_new(rec, "time", json_string(time)) ||
 	    json_object_set_new(rec, "event", json_string(event)) ||
 	    json_object_set_new(rec, "outcome", json_string(oc)) ||

@@ -41,10 +41,17 @@ void audit_writer_tick(struct audit_writer *w);
 int  audit_writer_next_ms(const struct audit_writer *w);
 /* Reopens the file (after logrotate moved it); the chain continues into the new file. */
 int  audit_writer_reopen(struct audit_writer *w, char *err, size_t errlen);
+/*
+ * The same, saying who asked: fields (borrowed; e.g. {"source":"control","uid":0}) go into
+ * the audit.rotated record that starts the new file.
+ */
+int  audit_writer_reopen_by(struct audit_writer *w, json_t *fields, char *err, size_t errlen);
 /* 1 when the last write succeeded. */
 int  audit_writer_healthy(const struct audit_writer *w);
 uint64_t audit_writer_lost(const struct audit_writer *w);
 uint64_t audit_writer_seq(const struct audit_writer *w);
+/* Records in the chain that wait in memory for the file to take them (for `redoubt status`). */
+size_t audit_writer_queued(const struct audit_writer *w);
 /* Writes a final checkpoint, closes, frees the key. */
 void audit_writer_close(struct audit_writer *w);
 

@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -158,11 +159,17 @@ keyd_sig_cb(struct ev_io *io, uint32_t events)
 {
 	struct signalfd_siginfo si;
 	char err[CONFIG_ERR_MAX];
+	struct keyd_rotate_req rr;
 
 	while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGTERM:
 			evloop_stop(&kd->loop);
+			break;
+		case SIGHUP:
+			/* The same rotation as `redoubt rotate`; the sender is who asked. */
+			rr = (struct keyd_rotate_req){ "SIGHUP", (long)si.ssi_uid, (long)si.ssi_pid, 0 };
+			json_decref(keyd_rotate(&rr));
 			break;
 		case SIGUSR1:
 			if (kd->audit != NULL && audit_writer_reopen(kd->audit, err, sizeof(err)) == -1)
@@ -181,6 +188,8 @@ keyd_signals(void)
 	int fd;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit on the audit log is a write error (fail closed), not a crash. */
+	signal(SIGXFSZ, SIG_IGN);
 	/* Ctrl-C reaches the whole process group; the supervisor decides, not us. */
 	signal(SIGINT, SIG_IGN);
 	sigemptyset(&set);
@@ -196,6 +205,12 @@ keyd_signals(void)
 }
 
 /* ---------- start and stop ---------- */
+
+static void
+keyd_expiry_timer_cb(struct ev_timer *t)
+{
+	keyd_expiry_check();
+}
 
 static void
 keyd_config_audit(void)
@@ -236,6 +251,7 @@ keyd_main(int argc, char **argv)
 	log_init("keyd", LOG_LVL_INFO);
 	kd = &keyd_state;
 	kd->admission = 1;
+	kd->started = (uint64_t)time(NULL);
 	kd->cfg = child_load_config("keyd", argv[1]);
 	log_set_level(kd->cfg->log_level);
 
@@ -267,6 +283,11 @@ keyd_main(int argc, char **argv)
 		exit(KEYD_EXIT_CONFIG);
 	}
 	keyd_tickets_init();
+	evloop_timer_init(&kd->expiry_timer, keyd_expiry_timer_cb, NULL);
+	keyd_expiry_check();
+	/* Both before the sandbox: the group database and inotify watches are set up once. */
+	keyd_control_init(CHILD_FD_FIRST);
+	keyd_autoreload_init();
 	ipc_chan_init(&kd->sup, CHILD_FD_PARENT);
 	kd->sup_io.fd = CHILD_FD_PARENT;
 	kd->sup_io.cb = keyd_sup_cb;
@@ -280,6 +301,9 @@ keyd_main(int argc, char **argv)
 		fatal("keyd: event loop");
 
 	keyd_audit(AUDIT_SERVICE_STOP, AUDIT_WORKER_NONE, "success", "keyd stopping", NULL);
+	keyd_control_close();
+	keyd_autoreload_close();
+	json_decref(kd->last_rotation);
 	for (unsigned i = 0; i < WORKERS_MAX; i++)
 		keyd_worker_close(&kd->workers[i], "keyd stopping");
 	if (kd->audit != NULL)
