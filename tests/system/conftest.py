@@ -86,6 +86,10 @@ def env():
     root = tempfile.mkdtemp(prefix="redoubt-sys-", dir="/tmp")
     os.chmod(root, 0o755)
     yield SessionEnv(os.path.abspath(bin), root)
+    # Safety net: nothing we started outlives the session.
+    for inst in reversed(servers.REGISTRY):
+        if inst.proc is not None and inst.proc.poll() is None:
+            inst.stop()
     if _session_failed or os.environ.get("REDOUBT_TEST_KEEP") == "1":
         sys.stderr.write(f"\nredoubt system tests: kept {root}\n")
     else:

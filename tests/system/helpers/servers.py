@@ -102,9 +102,9 @@ class RedisServer(_Logged):
         return self.info("clients")["connected_clients"] - 1
 
     def stop(self):
-        if self.proc is not None:
+        if self.proc is not None and self.stopped_at is None:
             stop_pid(self.proc, term_timeout=10)
-        self.stopped_at = time.monotonic()
+            self.stopped_at = time.monotonic()
 
 
 class RedoubtDied(Exception):

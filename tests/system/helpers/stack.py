@@ -75,8 +75,12 @@ class Stack:
                                workers=workers)
 
     def start(self):
-        self.redis.start()
-        self.redoubt.start()
+        try:
+            self.redis.start()
+            self.redoubt.start()
+        except BaseException:
+            self.stop()         # never leave a half-started stack running
+            raise
         return self
 
     def stop(self):
