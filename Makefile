@@ -12,8 +12,10 @@ WARN    := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissi
 HARDEN  := -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fstack-clash-protection -fPIE \
            -fcf-protection
 CFLAGS  ?= -O2 -g
+# EXTRA_CFLAGS / EXTRA_LDFLAGS add to the build without replacing its own flags (sanitizers).
+CFLAGS  += $(EXTRA_CFLAGS)
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) $(HARDEN) -I. $(shell pkg-config --cflags $(PKGS))
-LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
+LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(EXTRA_LDFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread
 
 # Release builds never contain the sandbox self-test hooks; `make TEST_HOOKS=1` adds them.
@@ -78,8 +80,9 @@ test-unit: $(UNIT)
 
 # The same unit tests and a short system run under AddressSanitizer + UBSan.
 test-asan:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		LDFLAGS="-fsanitize=address,undefined" TEST_HOOKS=1 build-asan/redoubt test-unit
+	$(MAKE) BUILD=build-asan \
+		EXTRA_CFLAGS="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" TEST_HOOKS=1 build-asan/redoubt test-unit
 
 test-system: $(BUILD)/redoubt
 	REDOUBT_BIN=$(abspath $(BUILD)/redoubt) /usr/bin/python3 -m pytest -q tests/system
@@ -87,9 +90,12 @@ test-system: $(BUILD)/redoubt
 test: deps
 	$(MAKE) all test-unit
 	$(MAKE) test-asan
+	$(MAKE) fuzz FUZZ_N=100000
 	$(MAKE) TEST_HOOKS=1 BUILD=build-hooks build-hooks/redoubt
 	REDOUBT_BIN=$(abspath build-hooks/redoubt) REDOUBT_RELEASE_BIN=$(abspath $(BUILD)/redoubt) \
+		REDOUBT_AUDIT_GEN=$(abspath $(BUILD)/tests/test_audit) \
 		/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/system
+	$(MAKE) test-package
 
 PREFIX  ?= /usr/local
 DESTDIR ?=

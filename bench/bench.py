@@ -31,8 +31,9 @@ ROOT = os.path.dirname(HERE)
 LOADGEN = os.path.join(HERE, "loadgen.py")
 PYTHON = "/usr/bin/python3"
 
-SETTLE_S = 0.3          # after a run, let the server finish closing before reading its CPU
+SETTLE_S = 0.2          # after a run, let the server finish closing before reading its CPU
 RUN_TIMEOUT_S = 120     # hard bound on any single client run
+MIN_RUN_TIMEOUT_S = 30  # ... never shorter than this (the slowest healthy run takes ~8 s)
 CLIENTS = 50            # redis-benchmark -c
 
 # Workloads in run order (k0 must read a small value: it runs before the 1 KiB/100 KiB sets).
@@ -42,8 +43,8 @@ WORKLOADS = [
     # id,         kind,        params,                                   base_n
     ("p1-set",    "rb", dict(test="set", P=1, d=3),                     100_000),
     ("p1-get",    "rb", dict(test="get", P=1, d=3),                     100_000),
-    ("p16-set",   "rb", dict(test="set", P=16, d=3),                    600_000),
-    ("p16-get",   "rb", dict(test="get", P=16, d=3),                    600_000),
+    ("p16-set",   "rb", dict(test="set", P=16, d=3),                  1_200_000),
+    ("p16-get",   "rb", dict(test="get", P=16, d=3),                  1_200_000),
     ("k0-get",    "rb", dict(test="get", P=1, d=3, k=0),                  2_000),
     ("d1k-set",   "rb", dict(test="set", P=1, d=1024),                  50_000),
     ("d1k-get",   "rb", dict(test="get", P=1, d=1024),                  50_000),
@@ -94,8 +95,15 @@ class Runner:
     def over_budget(self):
         return time.monotonic() - self.t0 > self.budget_s
 
+    def run_timeout(self):
+        """RUN_TIMEOUT_S, shortened near the end of the budget so that one hung server
+        cannot push the whole run far past it."""
+        left = self.budget_s - (time.monotonic() - self.t0)
+        return int(min(RUN_TIMEOUT_S, max(MIN_RUN_TIMEOUT_S, left + MIN_RUN_TIMEOUT_S)))
+
     def n_for(self, base):
-        return max(50, int(base * self.scale))
+        # Rounded up to hundreds: readable counts in the report.
+        return max(100, -(-int(base * self.scale) // 100) * 100)
 
     # -- measurement frame ---------------------------------------------------------------
 
@@ -156,7 +164,8 @@ class Runner:
         info0, cpu0 = self._snap(setup)
         t = time.monotonic()
         p = self._spawn_client(argv)
-        rc, out, ccpu = self._wait_client(p, RUN_TIMEOUT_S)
+        timeout = self.run_timeout()
+        rc, out, ccpu = self._wait_client(p, timeout)
         wall = time.monotonic() - t
         time.sleep(SETTLE_S)
         cpu1 = S.cpu_seconds(setup.roots)
@@ -172,7 +181,8 @@ class Runner:
                                 - info0.get("total_error_replies", 0))
         problems = []
         if rc is None:
-            problems.append("timed out after %d s" % RUN_TIMEOUT_S)
+            problems.append("timed out after %d s" % timeout)
+            res["timed_out"] = True
         elif rc != 0:
             problems.append("exit status %d" % rc)
         errs = [ln for ln in out.splitlines() if "rror" in ln]
@@ -210,7 +220,7 @@ class Runner:
     def run_lg(self, setup, wid, params, n):
         argv = [PYTHON, LOADGEN, "handshake", "--port", str(setup.port), "--cafile",
                 self.env.ca, "--count", str(n), "--threads", str(LOADGEN_THREADS),
-                "--duration", str(RUN_TIMEOUT_S - 20)]
+                "--duration", str(self.run_timeout() - 15)]
         if params["resume"]:
             argv.append("--resume")
         p = self._spawn_client(argv, stdin=subprocess.PIPE)
@@ -223,7 +233,7 @@ class Runner:
         t = time.monotonic()
         p.stdin.write(b"GO\n")
         p.stdin.close()
-        rc, out, ccpu = self._wait_client(p, RUN_TIMEOUT_S)
+        rc, out, ccpu = self._wait_client(p, self.run_timeout())
         wall = time.monotonic() - t
         time.sleep(SETTLE_S)
         cpu1 = S.cpu_seconds(setup.roots)
@@ -236,6 +246,7 @@ class Runner:
         except (ValueError, IndexError):
             lg = None
             problems.append("loadgen output unreadable (rc %s): %r" % (rc, out[-300:]))
+            res["timed_out"] = rc is None
         if lg:
             res.update({k: lg[k] for k in ("ok", "errors", "reused", "ops_per_s", "p50_ms",
                                            "p99_ms", "client_cpu_s", "version", "cipher")})
@@ -245,6 +256,7 @@ class Runner:
                                                                       lg["last_error"]))
             if lg["timed_out"]:
                 problems.append("deadline reached before %d connections" % n)
+                res["timed_out"] = True
             if params["resume"] and lg["reused"] < lg["ok"] * 0.99:
                 problems.append("only %d of %d connections resumed their session"
                                 % (lg["reused"], lg["ok"]))
@@ -390,6 +402,22 @@ def versions(redoubt):
     return v
 
 
+def source_info():
+    """Which redoubt source the binary was built from (read-only git queries)."""
+    def git(*args):
+        try:
+            r = subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True,
+                               timeout=10)
+            return r.stdout.decode().strip() if r.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if not commit:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "uncommitted_changes": bool(status)}
+
+
 def host_info():
     model = ""
     try:
@@ -414,7 +442,7 @@ def make_certs(env):
         subprocess.run(["openssl"] + list(args), check=True, cwd=d,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ca.key")
-    ossl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "7",
+    ossl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "365",
          "-subj", "/CN=redoubt bench CA", "-out", "ca.crt",
          "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign")
@@ -425,7 +453,7 @@ def make_certs(env):
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
     ossl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", "7", "-sha256", "-extfile", "ext.cnf", "-out", "node.crt")
+         "-CAcreateserial", "-days", "365", "-sha256", "-extfile", "ext.cnf", "-out", "node.crt")
     with open(env.pem, "w") as out:
         for part in ("node.crt", "node.key"):
             with open(os.path.join(d, part)) as f:
@@ -499,6 +527,7 @@ def main():
                     "affinity_cpus": ncpu},
         "host": host_info(),
         "versions": versions(redoubt),
+        "source": source_info(),
         "client": {"redis-benchmark": "-c %d, --tls-ciphersuites %s" % (CLIENTS, S.CLIENT_SUITE),
                    "loadgen_threads": LOADGEN_THREADS},
         "workloads": [{"id": w[0], "kind": w[1], "params": w[2],
@@ -564,12 +593,20 @@ def main():
                     elif not setup.alive():
                         res = {"ok": False, "failed": n, "problems": ["server process died"]}
                         entry["status"] = "died"
+                    elif entry.get("hung"):
+                        res = {"ok": False, "skipped": True, "failed": 0, "problems": [
+                            "not run: an earlier run on this setup timed out (%s)"
+                            % entry["hung"]]}
                     else:
                         try:
                             fn = runner.run_rb if kind == "rb" else runner.run_lg
                             res = fn(setup, wid, params, n)
                         except (S.SetupError, OSError) as e:
                             res = {"ok": False, "problems": ["%s" % e], "failed": n}
+                    if res.get("timed_out") and not entry.get("hung"):
+                        entry["hung"] = wid
+                        log("%s: %s timed out; its remaining runs are skipped"
+                            % (setup.name, wid))
                     raw.setdefault((setup.name, wid), []).append(res)
                     log("  %-14s %-9s %9s ops/s  p50 %6s ms  p99 %6s ms  %8s us/op%s" % (
                         setup.name, wid, fmt(res.get("ops_per_s"), 0),
@@ -604,7 +641,7 @@ def main():
     stamp = started.strftime("%Y-%m-%dT%H%M%SZ") + ("-quick" if quick else "")
     jpath = os.path.join(outdir, stamp + ".json")
     with open(jpath, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=False)
+        json.dump(results, f, separators=(",", ":"))     # compact: read it with jq
     log("results: %s" % os.path.relpath(jpath, ROOT))
     docs = os.path.join(ROOT, "docs", "benchmarks.md") if write_docs else None
     report.render(results, jpath, docs, print_summary=True)
@@ -641,6 +678,8 @@ def aggregate(entry):
         agg = {"runs": runs, "repetitions": len(done), "ok": bool(done) and len(good) == len(done),
                "failed": sum(r.get("failed", 0) or 0 for r in done),
                "problems": sorted({p for r in runs for p in r.get("problems", [])})}
+        if not done:
+            agg["skipped"] = True
         use = good or done
         for k in ("ops_per_s", "p50_ms", "p99_ms", "avg_ms", "connections_per_request"):
             agg[k] = median([r.get(k) for r in use])

@@ -19,7 +19,6 @@ Every loop is bounded by a count and by a deadline; every socket has a timeout.
 
 import argparse
 import json
-import os
 import resource
 import socket
 import ssl
@@ -97,7 +96,6 @@ def cmd_handshake(args):
     ctx = make_context(args.cafile)
     lock = threading.Lock()
     state = {"issued": 0}
-    per_thread = []
 
     def take_ticket():
         with lock:

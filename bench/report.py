@@ -40,6 +40,11 @@ MEM_TARGET_KIB = 16
 
 # --- analysis ---------------------------------------------------------------------------------
 
+def not_run(w):
+    """A workload none of whose repetitions ran (time budget, or an earlier hang)."""
+    return bool(w.get("skipped")) or w.get("repetitions") == 0
+
+
 def group_figures(setup, members):
     ws = setup.get("workloads", {})
     rows = [ws.get(m) for m in members]
@@ -74,14 +79,17 @@ def analyse(results):
     """Adds results["summary"]: per-setup group figures, per-family bests, ratios, targets."""
     setups = results.get("setups", {})
     summary = {"groups": {}, "memory": {}, "best": {}, "ratios": {}, "targets": {},
-               "failures": []}
+               "failures": [], "not_run": []}
     for name, s in setups.items():
         if s.get("status") not in ("ok", "died"):
             continue
         summary["groups"][name] = {g: group_figures(s, m) for g, _, m in GROUPS}
         summary["memory"][name] = memory_figure(s)
         for wid, w in s.get("workloads", {}).items():
-            if not w.get("ok"):
+            if not_run(w):
+                summary["not_run"].append({"setup": name, "workload": wid,
+                                           "problems": w.get("problems")})
+            elif not w.get("ok"):
                 summary["failures"].append({"setup": name, "workload": wid,
                                             "failed": w.get("failed"),
                                             "problems": w.get("problems")})
@@ -177,11 +185,14 @@ def check_targets(results, summary, name):
     else:
         target("<= %d KiB per idle connection" % MEM_TARGET_KIB, None, "not measured")
     s = results["setups"][name]
-    bad = [w for w, r in s.get("workloads", {}).items() if not r.get("ok")]
+    bad = [w for w, r in s.get("workloads", {}).items() if not r.get("ok") and not not_run(r)]
+    unrun = [w for w, r in s.get("workloads", {}).items() if not_run(r)]
     nfail = sum(r.get("failed", 0) or 0 for r in s.get("workloads", {}).values())
-    target("no failed request", not bad and nfail == 0,
-           "all %d runs clean" % len(s.get("workloads", {})) if not bad
-           else "%d failed requests; problems in %s" % (nfail, ", ".join(bad)))
+    detail = ("all %d workloads clean" % (len(s.get("workloads", {})) - len(unrun)) if not bad
+              else "%d failed requests; problems in %s" % (nfail, ", ".join(bad)))
+    if unrun:
+        detail += "; not run: %s" % ", ".join(unrun)
+    target("no failed request", not bad and nfail == 0, detail)
     return out
 
 
@@ -280,7 +291,7 @@ def ratio_lines(results):
              "|---|" + "---:|" * (len(cols) + len(steps))]
     for ref in REFERENCES:
         r = summ["ratios"].get(ref)
-        if r is None:
+        if not r:
             continue
         best = summ["best"][ref]
         cells = []
@@ -302,7 +313,7 @@ def ratio_lines(results):
     lines.append("|---|" + "---:|" * 4)
     for ref in REFERENCES:
         r = summ["ratios"].get(ref)
-        if r is None:
+        if not r:
             continue
         cells = []
         for g in ("p1", "p16", "d1k", "d100k"):
@@ -347,6 +358,10 @@ def markdown(results, png_rel):
     L.append("* Pinning: every server-side process on CPU %s, the load generator on CPU %s."
              % (results["pinning"]["server_cpu"], results["pinning"]["client_cpu"]))
     L.append("* Software: " + "; ".join("%s: %s" % (k, val) for k, val in v.items()) + ".")
+    src = results.get("source") or {}
+    if src.get("commit"):
+        L.append("* redoubt source: commit `%s`%s." % (
+            src["commit"], " plus uncommitted changes" if src.get("uncommitted_changes") else ""))
     L.append("* TLS: one P-256 ECDSA certificate for every setup; clients offer TLS 1.3 "
              "`TLS_AES_128_GCM_SHA256` only.")
     L.append("")
@@ -367,7 +382,7 @@ def markdown(results, png_rel):
     L.append("")
     L.append("## Summary: server CPU per operation (µs)")
     L.append("")
-    L.append("Server CPU = utime + stime of every server-side process of the setup (the "
+    L.append("Server CPU = CPU time (user + system) of every server-side process of the setup (the "
              "proxy and all its children, plus the redis-server behind it), read from "
              "/proc before and after the run, divided by the operations the backend executed "
              "(or the connections made, for the handshake rows). Lower is better; this figure "
@@ -406,8 +421,10 @@ def markdown(results, png_rel):
     L.append("")
     L.append("ops/s and latency are what the client saw (redis-benchmark `--csv`, or the "
              "loadgen's own timing per connection); with the client on one core they are "
-             "client-bound for the faster setups. `vs plaintext` is server CPU/op over "
-             "plaintext's.")
+             "client-bound for the faster setups. Figures are medians over the rounds; "
+             "`min–max` is the spread of server µs/op over the rounds. `(raw)` is server µs/op "
+             "before subtracting the set-up of redis-benchmark's 50 connections (see "
+             "bench/README.md). `vs plaintext` is server CPU/op over plaintext's.")
     wl = {w["id"]: w for w in results["workloads"]}
     for g, title, members in GROUPS:
         L.append("")
@@ -417,9 +434,9 @@ def markdown(results, png_rel):
         L.append("")
         L.append("Requests: %s." % reqs)
         L.append("")
-        L.append("| setup | test | ops/s | p50 ms | p99 ms | server µs/op | vs plaintext | "
-                 "client CPU s | notes |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        L.append("| setup | test | ops/s | p50 ms | p99 ms | server µs/op | (raw) | "
+                 "min–max | vs plaintext | client CPU s | notes |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for n in names:
             s = setups[n]
             for m in members:
@@ -437,10 +454,15 @@ def markdown(results, png_rel):
                     notes.append("%d/%d resumed" % (r.get("reused", 0), r["ops"]))
                 if not r.get("ok"):
                     notes.append("**FAILED**: " + "; ".join(r.get("problems", []))[:200])
-                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                raw = r.get("cpu_us_per_op_raw")
+                spread = ("%s–%s" % (f(r["cpu_us_per_op_min"], 2), f(r["cpu_us_per_op_max"], 2))
+                          if r.get("cpu_us_per_op_min") is not None
+                          and r.get("repetitions", 0) > 1 else "–")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                     n, m, f(r.get("ops_per_s"), 0), f(r.get("p50_ms"), 3),
                     f(r.get("p99_ms"), 3), f(r.get("cpu_us_per_op"), 2),
-                    ("×%.2f" % vs) if vs else "–", f(r.get("client_cpu_s"), 2),
+                    f(raw, 2) if raw is not None and raw != r.get("cpu_us_per_op") else "",
+                    spread, ("×%.2f" % vs) if vs else "–", f(r.get("client_cpu_s"), 2),
                     "; ".join(notes)))
     L.append("")
     L.append("## Memory per idle TLS connection")
@@ -467,17 +489,26 @@ def markdown(results, png_rel):
     fails = summ["failures"]
     L.append("## Failed or incomplete runs")
     L.append("")
-    if not fails:
+    if not fails and not summ.get("not_run"):
         L.append("None: every request of every run completed (redis-benchmark exit status 0, "
                  "no error reply, the backend executed every request).")
     else:
         for x in fails:
             L.append("* %s / %s: %s" % (x["setup"], x["workload"],
                                         "; ".join(x.get("problems") or [])))
+    for x in summ.get("not_run", []):
+        L.append("* %s / %s not run: %s" % (x["setup"], x["workload"],
+                                            "; ".join(x.get("problems") or [])))
     skipped = [(n, s.get("reason", "")) for n, s in setups.items()
                if s.get("status") == "skipped"]
     for n, why in skipped:
-        L.append("* %s skipped: %s" % (n, why.splitlines()[0] if why else ""))
+        lines = why.splitlines() if why else [""]
+        L.append("* %s skipped: %s" % (n, lines[0]))
+        if len(lines) > 1:
+            L.append("")
+            L.append("  ```")
+            L.extend("  " + ln for ln in lines[1:12])
+            L.append("  ```")
     L.append("")
     return "\n".join(L)
 
@@ -512,6 +543,12 @@ def summary_text(results):
         out.append("")
         out.append("== FAILED runs")
         for x in summ["failures"]:
+            out.append("%s / %s: %s" % (x["setup"], x["workload"],
+                                        "; ".join(x.get("problems") or [])))
+    if summ.get("not_run"):
+        out.append("")
+        out.append("== not run")
+        for x in summ["not_run"]:
             out.append("%s / %s: %s" % (x["setup"], x["workload"],
                                         "; ".join(x.get("problems") or [])))
     return "\n".join(out)

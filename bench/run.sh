@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # bench/run.sh [REDOUBT_BINARY] — side-by-side TLS benchmark of redoubt against plaintext
 # redis-server, Redis' own TLS, HAProxy, hitch and stunnel, on loopback (issue 10).
 # `make bench` calls it with build/redoubt. Without a working binary the redoubt setups are
@@ -43,7 +43,7 @@ fi
 ulimit -Hn 262144 2>/dev/null || true
 ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt 30000 ]; then
-	echo "bench: warning: RLIMIT_NOFILE is $(ulimit -n); the 10,000-connection memory step may fail" >&2
+	echo "bench: warning: RLIMIT_NOFILE is $(ulimit -n); the 10,000-connection memory step is lowered to what fits" >&2
 fi
 
 # The harness itself stays off the server CPU (0); it starts the servers pinned to CPU 0

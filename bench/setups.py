@@ -283,8 +283,10 @@ def wait_ready(endpoint, ca, proc_list, timeout=START_TIMEOUT_S):
         except (OSError, ssl.SSLError, SetupError, ValueError) as e:
             last = e
         time.sleep(0.1)
-    raise SetupError("not answering PING on %s within %.0f s (last error: %s)"
-                     % (endpoint, timeout, last))
+    tails = "\n".join("%s log:\n%s" % (p.name, p.log_tail(8)) for p in proc_list
+                      if p.log_tail(8))
+    raise SetupError("not answering PING on %s within %.0f s (last error: %s)%s"
+                     % (endpoint, timeout, last, "\n" + tails if tails else ""))
 
 
 def render(template, dest, **values):
@@ -469,7 +471,7 @@ class Redoubt(Setup):
         backend = "unix:" + sock if self.variant == "unix" else "127.0.0.1:%d" % bport
         auditdir = os.path.join(self.dir, "audit")
         os.makedirs(auditdir, exist_ok=True)
-        subprocess.run(["chown", "redoubt-keyd", auditdir], check=True)
+        subprocess.run(["chown", "redoubt-keyd:", auditdir], check=True)
         os.chmod(auditdir, 0o750)
         cfg = render("redoubt.conf.in", os.path.join(self.dir, "redoubt.conf"), port=self.port,
                      backend=backend, cert=self.env.cert, key=self.env.key, dir=self.dir,

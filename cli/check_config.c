@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "cli/cli.h"
+#include "common/fips.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "keyd/keystore.h"
@@ -61,7 +62,7 @@ cmd_check_config(int argc, char **argv)
 {
 	const char *path = NULL;
 	struct config *cfg = NULL;
-	char err[KEYSTORE_ERR_MAX];
+	char err[KEYSTORE_ERR_MAX], ferr[FIPS_ERR_MAX];
 	int opt, bad = 0;
 
 	optind = 1;
@@ -80,6 +81,12 @@ cmd_check_config(int argc, char **argv)
 	if (config_load(path, &cfg, err, sizeof(err)) == -1 ||
 	    config_check_files(cfg, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return EXIT_CONFIG;
+	}
+	/* fips = yes: the provider must load here as it will in keyd and the workers. */
+	if (fips_enable(cfg, ferr, sizeof(ferr)) == -1) {
+		fprintf(stderr, "%s\n", ferr);
 		config_free(cfg);
 		return EXIT_CONFIG;
 	}

@@ -14,6 +14,8 @@ int cmd_cert(int argc, char **argv);        /* `redoubt cert dev ...` */
 int cmd_rotate(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_cluster_redirect(int argc, char **argv);
+int cmd_tpm(int argc, char **argv);         /* `redoubt tpm create-key|public` */
 int cmd_version(int argc, char **argv);
 
 /* Entry points of the re-executed children (not for people to run). */

@@ -21,6 +21,8 @@ static const struct command commands[] = {
 	{ "rotate",       cmd_rotate,       "rotate [--revoke-previous] [--audit]  reload certificates and keys" },
 	{ "status",       cmd_status,       "status [--json]               show identities, generations, connections" },
 	{ "audit",        cmd_audit,        "audit verify|show FILE...     check or read the audit log" },
+	{ "cluster-redirect", cmd_cluster_redirect, "cluster-redirect [-c FILE] [--remove|--check]  nftables redirect for the cluster bus" },
+	{ "tpm",          cmd_tpm,          "tpm create-key|public ...     TPM 2.0 keys (docs/tpm.md)" },
 	{ "version",      cmd_version,      "version                       print the version" },
 	{ "keyd",         keyd_main,        NULL },
 	{ "worker",       worker_main,      NULL },

@@ -24,6 +24,13 @@
 #include "common/log.h"
 
 #define SERVE_BACKLOG 4096   /* pending connections per listener (capped by somaxconn) */
+#define SERVE_CONTROL_BACKLOG 16      /* pending `redoubt rotate|status` connections */
+#define SERVE_CONTROL_MODE    0660    /* root and admin-group; keyd checks callers again */
+#define SERVE_RUNDIR_MODE     0755    /* /run/redoubt when we have to create it */
+#define SERVE_GRBUF_MAX       16384   /* bytes for getgrnam_r's strings */
+
+/* Removed on the way out; the configuration is gone by then. */
+static char serve_control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 static int
 serve_lookup_user(const char *name, const char *key, struct passwd *pw, char *buf,
@@ -121,6 +128,101 @@ serve_bind_all(struct supervisor *s)
 	return 0;
 }
 
+/* A socket file someone still answers on belongs to a running redoubt: never take it over. */
+static int
+serve_control_in_use(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+
+	if (fd == -1)
+		return 0;
+	r = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0;
+	close(fd);
+	return r;
+}
+
+static int
+serve_control_dir(const char *path)
+{
+	char dir[sizeof(serve_control_path)];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, SERVE_RUNDIR_MODE) == -1 && errno != EEXIST) {
+		fprintf(stderr, "redoubt: control-socket %s: cannot create %s: %s\n", path, dir,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * keyd's control socket, bound while we are still root so that it belongs to
+ * root:admin-group with mode 0660 (keyd, which could not create it in /run, only accepts).
+ * Created 0600 and only then opened up, so nobody else connects in between.
+ */
+static int
+serve_bind_control(struct supervisor *s)
+{
+	const char *path = s->cfg->control_socket;
+	struct sockaddr_un sun;
+	struct group gr, *res = NULL;
+	struct stat st;
+	char *grbuf;
+	gid_t gid = getegid();
+	mode_t old;
+	int fd, r;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path) >=
+	    (int)sizeof(sun.sun_path) || serve_control_dir(path) == -1)
+		return -1;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "redoubt: control-socket %s exists and is not a socket\n", path);
+			return -1;
+		}
+		if (serve_control_in_use(&sun)) {
+			fprintf(stderr, "redoubt: control-socket %s is in use: another redoubt is "
+			    "running; stop it or give this one its own control-socket\n", path);
+			return -1;
+		}
+		(void)unlink(path);
+	}
+	if ((grbuf = malloc(SERVE_GRBUF_MAX)) == NULL)
+		return -1;
+	if (getgrnam_r(s->cfg->admin_group, &gr, grbuf, SERVE_GRBUF_MAX, &res) == 0 && res != NULL)
+		gid = gr.gr_gid;
+	else
+		log_warnx("admin-group '%s' does not exist: only root can use redoubt rotate and "
+		    "redoubt status (create it with 'groupadd --system %s')", s->cfg->admin_group,
+		    s->cfg->admin_group);
+	free(grbuf);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "redoubt: control-socket %s: socket: %s\n", path, strerror(errno));
+		return -1;
+	}
+	old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (r == -1 || (geteuid() == 0 && chown(path, 0, gid) == -1) ||
+	    chmod(path, SERVE_CONTROL_MODE) == -1 || listen(fd, SERVE_CONTROL_BACKLOG) == -1) {
+		fprintf(stderr, "redoubt: control-socket %s: %s (set control-socket in [global] to "
+		    "a path in a directory we can write)\n", path, strerror(errno));
+		close(fd);
+		if (r == 0)
+			(void)unlink(path);
+		return -1;
+	}
+	snprintf(serve_control_path, sizeof(serve_control_path), "%s", path);
+	s->control_fd = fd;
+	return 0;
+}
+
 /* The children read the configuration from here: the same bytes, and nothing can change them. */
 static int
 serve_config_memfd(const char *buf, size_t len)
@@ -172,7 +274,7 @@ cmd_serve(int argc, char **argv)
 	const char *path = NULL;
 	char err[CONFIG_ERR_MAX], *buf = NULL;
 	size_t len = 0;
-	int opt, debug = 0;
+	int opt, debug = 0, rc;
 
 	optind = 1;
 	while ((opt = getopt(argc, argv, "c:d")) != -1) {
@@ -224,7 +326,8 @@ cmd_serve(int argc, char **argv)
 		log_warnx("not started as root: keyd and the workers run as uid %u too (no user "
 		    "separation; seccomp and the other protections still apply)", (unsigned)geteuid());
 	serve_raise_nofile();
-	if (serve_bind_all(&sup) == -1)
+	sup.control_fd = -1;
+	if (serve_bind_all(&sup) == -1 || serve_bind_control(&sup) == -1)
 		return EXIT_CONFIG;
 	sup.cfg_fd = serve_config_memfd(buf, len);
 	free(buf);
@@ -237,5 +340,8 @@ cmd_serve(int argc, char **argv)
 		log_warn("serve: /proc/self/exe");
 		return 1;
 	}
-	return supervisor_run(&sup);
+	rc = supervisor_run(&sup);
+	if (serve_control_path[0] != '\0')
+		(void)unlink(serve_control_path);
+	return rc;
 }

@@ -21,6 +21,7 @@
 #include "common/child.h"
 #include "common/log.h"
 #include "common/privdrop.h"
+#include "common/sandbox_supervisor.h"
 
 #define SUP_KEYD_START_MS   30000  /* keyd loads keys (a TPM may be slow) before workers start */
 #define SUP_STOP_GRACE_MS   5000   /* after SIGTERM, children get this long before SIGKILL */
@@ -48,6 +49,9 @@ sup_exec_child(struct sup_child *c, int chan_fd)
 
 	src[n++] = sup->cfg_fd;
 	src[n++] = chan_fd;
+	/* keyd's control socket at CHILD_FD_FIRST: bound by serve while it was still root. */
+	if (strcmp(c->role, "keyd") == 0 && sup->control_fd >= 0)
+		src[n++] = sup->control_fd;
 	if (strcmp(c->role, "worker") == 0)
 		for (size_t i = 0; i < sup->n_socks; i++)
 			src[n++] = sup->sock_fds[i];
@@ -263,19 +267,64 @@ sup_describe_exit(int status, char *out, size_t outlen)
 	else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
 		snprintf(out, outlen, "was killed by its seccomp sandbox (SIGSYS)");
 	else if (WIFSIGNALED(status))
-		snprintf(out, outlen, "was killed by signal %d (%s)", WTERMSIG(status),
-		    strsignal(WTERMSIG(status)));
+		/* A core dump of keyd or a worker would be a bug: they are not dumpable. */
+		snprintf(out, outlen, "was killed by signal %d (%s)%s", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)), WCOREDUMP(status) ? " and dumped core" : "");
 	else
 		snprintf(out, outlen, "ended with status 0x%x", status);
+}
+
+#define SUP_SECCOMP_RECORD_WAIT_MS 250  /* a SIGSYS death waits this long for the kernel's record */
+
+/*
+ * A child that died of SIGSYS was killed by its seccomp filter (it installs no SIGSYS
+ * handler): name the syscall from the kernel's own audit record (sandbox_supervisor.h says
+ * why that source).  Returns the syscall number, or -1 (how then says it is unknown).
+ */
+static int
+sup_describe_sandbox_kill(const struct sup_child *c, int status, char *how, size_t howlen)
+{
+	char name[SANDBOX_SYSCALL_NAME_MAX];
+	int nr;
+
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSYS) {
+		sup_describe_exit(status, how, howlen);
+		return -1;
+	}
+	nr = sandbox_supervisor_killed_by(c->pid, SUP_SECCOMP_RECORD_WAIT_MS, name, sizeof(name));
+	if (nr >= 0)
+		snprintf(how, howlen, "was killed by its seccomp sandbox: %s", name);
+	else
+		snprintf(how, howlen, "was killed by its seccomp sandbox (SIGSYS; the kernel's "
+		    "record of the syscall was not available)");
+	return nr;
+}
+
+/* Like sup_tell_keyd(IPC_CHILD_EXITED, ...), with the syscall a sandbox killed it for. */
+static void
+sup_tell_keyd_exited(const struct sup_child *c, int status, int syscall_nr)
+{
+	struct ipc_msg m;
+
+	if (sup->keyd.pid == 0 || c == &sup->keyd)
+		return;
+	ipc_msg_init(&m, IPC_CHILD_EVENT, 0);
+	m.u.child_event.kind = IPC_CHILD_EXITED;
+	m.u.child_event.child = 1 + c->index;
+	m.u.child_event.pid = c->pid > 0 ? c->pid : 1;
+	m.u.child_event.status = status;
+	m.u.child_event.syscall = syscall_nr;
+	if (ipc_chan_send(&sup->keyd.chan, &m, -1) == IPC_IO_OK)
+		(void)ipc_chan_flush(&sup->keyd.chan);
 }
 
 static void
 sup_child_exited(struct sup_child *c, int status)
 {
-	char how[96];
+	char how[128];
 	uint64_t ran = evloop_clock_ms() - c->started_ms;
+	int syscall_nr = sup_describe_sandbox_kill(c, status, how, sizeof(how));
 
-	sup_describe_exit(status, how, sizeof(how));
 	if (c->io.fd >= 0 && c->chan.fd >= 0) {
 		evloop_del(&sup->loop, &c->io);
 		ipc_chan_close(&c->chan);
@@ -286,8 +335,8 @@ sup_child_exited(struct sup_child *c, int status)
 		return;
 	}
 	log_warnx("%s %u (pid %d) %s; restarting", c->role, c->index, (int)c->pid, how);
-	sup_tell_keyd(IPC_CHILD_EXITED, c, WIFEXITED(status) ? WEXITSTATUS(status) :
-	    -WTERMSIG(status));
+	sup_tell_keyd_exited(c, WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status),
+	    syscall_nr);
 	c->pid = 0;
 	if (ran >= SUP_STABLE_MS || c->restart_delay_ms == 0)
 		c->restart_delay_ms = SUPERVISOR_RESTART_DELAY_MS;
@@ -479,6 +528,7 @@ supervisor_run(struct supervisor *s)
 	if (evloop_init(&sup->loop) == -1)
 		fatal("supervisor: epoll");
 	sup_signals();
+	sandbox_supervisor_enter(sup->cfg, &sup->loop);
 	sup->keyd.role = "keyd";
 	evloop_timer_init(&sup->keyd.restart, sup_restart_cb, &sup->keyd);
 	for (unsigned i = 0; i < sup->cfg->workers; i++) {

@@ -34,6 +34,7 @@ struct supervisor {
 	int               privsep;     /* started as root: children run as their own users */
 	struct passwd     worker_pw, keyd_pw;
 	char              pwbuf[2][1024];
+	int               control_fd;  /* keyd's control socket (listening), -1: none */
 	int              *sock_fds;    /* listeners, then connectors, in config order */
 	size_t            n_socks;
 	struct sup_child  keyd;

@@ -4,6 +4,7 @@
 #include "common/privdrop.h"
 
 #include <grp.h>
+#include <linux/securebits.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -46,4 +47,41 @@ privdrop_to(const struct passwd *pw)
 		fatalx("privdrop: could regain root after dropping to %s", pw->pw_name);
 	privdrop_caps();
 	umask(077);
+}
+
+/*
+ * What the supervisor keeps (as root) after it has bound its sockets and opened the kernel's
+ * seccomp record source: enough to start children under other users and to stop them.
+ *   CAP_SETUID, CAP_SETGID  setresuid/setresgid/setgroups in a child before it execs
+ *   CAP_SETPCAP             the child's PR_CAPBSET_DROP (and our own securebits)
+ *   CAP_KILL                signals to children that run as other users
+ * Everything else leaves the permitted, effective, inheritable, ambient and bounding sets,
+ * and SECBIT_NOROOT makes sure an exec by the supervisor could not bring root's set back.
+ */
+void
+privdrop_supervisor(void)
+{
+	static const cap_value_t keep[] = { CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_KILL };
+	const int nkeep = (int)(sizeof(keep) / sizeof(keep[0]));
+	cap_t caps;
+
+	if (geteuid() != 0)
+		return;   /* not root: we run with what the user has (serve says so) */
+	for (int cap = 0; cap <= CAP_LAST_CAP; cap++) {
+		int kept = 0;
+		for (int i = 0; i < nkeep; i++)
+			kept |= keep[i] == cap;
+		if (!kept && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 && cap_valid(cap))
+			fatal("privdrop: supervisor PR_CAPBSET_DROP %d", cap);
+	}
+	if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED) == -1)
+		fatal("privdrop: supervisor PR_SET_SECUREBITS");
+	if ((caps = cap_init()) == NULL ||
+	    cap_set_flag(caps, CAP_PERMITTED, nkeep, keep, CAP_SET) == -1 ||
+	    cap_set_flag(caps, CAP_EFFECTIVE, nkeep, keep, CAP_SET) == -1 ||
+	    cap_set_proc(caps) == -1)
+		fatal("privdrop: supervisor capabilities");
+	cap_free(caps);
+	if (cap_reset_ambient() == -1)
+		fatal("privdrop: supervisor ambient capabilities");
 }

@@ -12,5 +12,10 @@
 void privdrop_to(const struct passwd *pw);
 /* Clears every capability of the current process (for a non-root start). */
 void privdrop_caps(void);
+/*
+ * The supervisor, still root, keeps only CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL
+ * (what starting and stopping its children needs); a no-op when not started as root.
+ */
+void privdrop_supervisor(void);
 
 #endif

@@ -15,11 +15,13 @@
  *   SIGN         0 key_id[32] | 32 sigalg u16 | 34 tbs_len u16 | 36 tbs            = 36 + tbs_len
  *   SIGN_OK      0 sig_len u16 | 2 rsv u16 | 4 sig                                  = 4 + sig_len
  *   ERR          0 code u16 | 2 rsv u16                                             = 4
- *   PEM_CHUNK    0 identity u16 | 2 kind u8 | 3 rsv u8 | 4 generation u32 | 8 total u32 |
+ *   PEM_CHUNK    0 identity u16 | 2 kind u8 | 3 scope u8 | 4 generation u32 | 8 total u32 |
  *                12 offset u32 | 16 len u16 | 18 rsv u16 | 20 data                  = 20 + len
  *   GENERATION   0 identity u16 | 2 key_type u16 | 4 generation u32 | 8 key_id[32] |
  *                40 key_bits u32 | 44 chain_len | 48 ca_len | 52 crl_len (u32) |
  *                56 digest[32] | 88 name[64] (NUL-padded) | 152 flags u32           = 156
+ *   TRUST        0 scope u8 | 1 rsv u8 | 2 index u16 | 4 generation u32 | 8 ca_len u32 |
+ *                12 crl_len u32 | 16 digest[32] | 48 flags u32                      = 52
  *   TICKET_KEYS  0 count u32 | 4 lifetime u32 | 8 slot[2] {created u64, name[16],
  *                aes_key[32], hmac_key[32]} (slot 1 all zero when count == 1)       = 184
  *   AUDIT        0 event u16 | 2 len u16 | 4 json                                   = 4 + len
@@ -73,6 +75,7 @@ static const struct codec_type codec_types[IPC_TYPE_MAX] = {
 	[IPC_STATS_REQ]   = { "STATS_REQ", 0, 0, 0, 0 },
 	[IPC_STATS]       = { "STATS", 8, 4, 4, CODEC_STATS_ENTRY_LEN },
 	[IPC_ADMISSION]   = { "ADMISSION", 4, 0, 0, 0 },
+	[IPC_TRUST]       = { "TRUST", 52, 0, 0, 0 },
 	[IPC_CHANNEL]     = { "CHANNEL", 8, 0, 0, 0 },
 	[IPC_CHILD_EVENT] = { "CHILD_EVENT", 20, 0, 0, 0 },
 };
@@ -297,13 +300,37 @@ codec_check_generation(const struct ipc_generation *g)
 	    g->flags == 0;
 }
 
+/* How many identities, listeners or connectors a scope can index. */
+static uint32_t
+codec_scope_max(uint8_t scope)
+{
+	switch (scope) {
+	case IPC_SCOPE_IDENTITY:  return CONFIG_IDENTITIES_MAX;
+	case IPC_SCOPE_LISTENER:  return CONFIG_LISTENERS_MAX;
+	case IPC_SCOPE_CONNECTOR: return CONFIG_CONNECTORS_MAX;
+	default:                  return 0;
+	}
+}
+
 static int
 codec_check_pem_chunk(const struct ipc_pem_chunk *c)
 {
-	return c->identity < CONFIG_IDENTITIES_MAX && c->kind >= IPC_PEM_CHAIN &&
-	    c->kind < IPC_PEM_KIND_MAX && c->generation > 0 && c->len >= 1 &&
-	    c->len <= IPC_CHUNK_MAX && c->total <= PEM_SIZE_MAX &&
+	/* A listener or connector has trust material of its own, never a chain. */
+	int kind_ok = c->scope == IPC_SCOPE_IDENTITY ?
+	    c->kind >= IPC_PEM_CHAIN && c->kind < IPC_PEM_KIND_MAX :
+	    c->kind == IPC_PEM_CA || c->kind == IPC_PEM_CRL;
+
+	return c->identity < codec_scope_max(c->scope) && kind_ok && c->generation > 0 &&
+	    c->len >= 1 && c->len <= IPC_CHUNK_MAX && c->total <= PEM_SIZE_MAX &&
 	    (uint64_t)c->offset + c->len <= c->total;
+}
+
+static int
+codec_check_trust(const struct ipc_trust *t)
+{
+	return (t->scope == IPC_SCOPE_LISTENER || t->scope == IPC_SCOPE_CONNECTOR) &&
+	    t->index < codec_scope_max(t->scope) && t->generation > 0 &&
+	    t->ca_len <= PEM_SIZE_MAX && t->crl_len <= PEM_SIZE_MAX && t->flags == 0;
 }
 
 static int
@@ -345,6 +372,8 @@ codec_check_fields(const struct ipc_msg *m)
 		return codec_check_pem_chunk(&m->u.pem_chunk);
 	case IPC_GENERATION:
 		return codec_check_generation(&m->u.generation);
+	case IPC_TRUST:
+		return codec_check_trust(&m->u.trust);
 	case IPC_TICKET_KEYS:
 		return (m->u.ticket_keys.count == 1 || m->u.ticket_keys.count == 2) &&
 		    m->u.ticket_keys.lifetime > 0;
@@ -425,7 +454,7 @@ codec_parse_body(struct codec_rd *r, struct ipc_msg *m)
 	case IPC_PEM_CHUNK:
 		m->u.pem_chunk.identity = codec_get16(r);
 		m->u.pem_chunk.kind = codec_get8(r);
-		codec_get_zero(r, 1);
+		m->u.pem_chunk.scope = codec_get8(r);
 		m->u.pem_chunk.generation = codec_get32(r);
 		m->u.pem_chunk.total = codec_get32(r);
 		m->u.pem_chunk.offset = codec_get32(r);
@@ -455,6 +484,16 @@ codec_parse_body(struct codec_rd *r, struct ipc_msg *m)
 				r->bad = 1;
 		break;
 	}
+	case IPC_TRUST:
+		m->u.trust.scope = codec_get8(r);
+		codec_get_zero(r, 1);
+		m->u.trust.index = codec_get16(r);
+		m->u.trust.generation = codec_get32(r);
+		m->u.trust.ca_len = codec_get32(r);
+		m->u.trust.crl_len = codec_get32(r);
+		codec_get_bytes(r, m->u.trust.digest, sizeof(m->u.trust.digest));
+		m->u.trust.flags = codec_get32(r);
+		break;
 	case IPC_TICKET_KEYS:
 		m->u.ticket_keys.count = codec_get32(r);
 		m->u.ticket_keys.lifetime = codec_get32(r);
@@ -599,7 +638,7 @@ codec_write_body(struct codec_wr *w, const struct ipc_msg *m)
 	case IPC_PEM_CHUNK:
 		codec_put16(w, m->u.pem_chunk.identity);
 		codec_put8(w, m->u.pem_chunk.kind);
-		codec_put_zero(w, 1);
+		codec_put8(w, m->u.pem_chunk.scope);
 		codec_put32(w, m->u.pem_chunk.generation);
 		codec_put32(w, m->u.pem_chunk.total);
 		codec_put32(w, m->u.pem_chunk.offset);
@@ -622,6 +661,16 @@ codec_write_body(struct codec_wr *w, const struct ipc_msg *m)
 		codec_put_bytes(w, g->name, n);
 		codec_put_zero(w, sizeof(g->name) - n);
 		codec_put32(w, g->flags);
+		break;
+	case IPC_TRUST:
+		codec_put8(w, m->u.trust.scope);
+		codec_put_zero(w, 1);
+		codec_put16(w, m->u.trust.index);
+		codec_put32(w, m->u.trust.generation);
+		codec_put32(w, m->u.trust.ca_len);
+		codec_put32(w, m->u.trust.crl_len);
+		codec_put_bytes(w, m->u.trust.digest, sizeof(m->u.trust.digest));
+		codec_put32(w, m->u.trust.flags);
 		break;
 	case IPC_TICKET_KEYS:
 		codec_put32(w, m->u.ticket_keys.count);

@@ -50,6 +50,7 @@ enum ipc_type {
 	IPC_STATS_REQ    = 13, /* keyd -> worker */
 	IPC_STATS        = 14, /* worker -> keyd: connections per (identity, generation) */
 	IPC_ADMISSION    = 15, /* keyd -> worker: stop / resume accepting (audit fail-closed) */
+	IPC_TRUST        = 16, /* keyd -> worker: commit a listener's or connector's own CA/CRL */
 	/* supervisor -> child */
 	IPC_CHANNEL      = 32, /* carries a socketpair end (SCM_RIGHTS) */
 	IPC_CHILD_EVENT  = 33, /* supervisor <-> keyd: child exits and restarts (audit); keyd's
@@ -80,6 +81,17 @@ enum ipc_pem_kind {
 	IPC_PEM_CA    = 2,     /* trust anchors for verifying peers */
 	IPC_PEM_CRL   = 3,
 	IPC_PEM_KIND_MAX = 4
+};
+
+/*
+ * Whose material a PEM_CHUNK carries: an identity's (chain, CA, CRL), or the CA bundle and
+ * CRL of one listener or connector that overrides its identity's `ca` / `crl`.
+ */
+enum ipc_pem_scope {
+	IPC_SCOPE_IDENTITY  = 0,
+	IPC_SCOPE_LISTENER  = 1,
+	IPC_SCOPE_CONNECTOR = 2,
+	IPC_SCOPE_MAX       = 3
 };
 
 enum ipc_channel_kind {
@@ -131,8 +143,9 @@ struct ipc_err {              /* 4 bytes */
 };
 
 struct ipc_pem_chunk {        /* 20 + len bytes */
-	uint16_t identity;        /* index in config order */
-	uint8_t  kind;            /* enum ipc_pem_kind */
+	uint16_t identity;        /* index in config order of the identity, listener or connector */
+	uint8_t  kind;            /* enum ipc_pem_kind; CA or CRL only outside IPC_SCOPE_IDENTITY */
+	uint8_t  scope;           /* enum ipc_pem_scope: what `identity` indexes */
 	uint32_t generation;
 	uint32_t total;           /* bytes of the whole PEM, <= PEM_SIZE_MAX */
 	uint32_t offset;          /* offset + len <= total */
@@ -151,6 +164,21 @@ struct ipc_generation {       /* 156 bytes */
 	uint32_t crl_len;         /* may be 0 */
 	uint8_t  digest[32];      /* SHA-256 of chain || ca || crl, as sent in chunks */
 	char     name[IPC_NAME_MAX]; /* identity name, NUL-terminated inside the field */
+	uint32_t flags;           /* must be 0 */
+};
+
+/*
+ * The trust material of a listener or connector with its own `ca` or `crl`: the effective CA
+ * bundle and CRL (its own where set, else its identity's), sent in PEM_CHUNKs of the same
+ * scope and index just before the identity's GENERATION that it belongs to.
+ */
+struct ipc_trust {            /* 52 bytes */
+	uint8_t  scope;           /* IPC_SCOPE_LISTENER or IPC_SCOPE_CONNECTOR */
+	uint16_t index;           /* listener or connector index in config order */
+	uint32_t generation;      /* the identity generation this trust belongs to, > 0 */
+	uint32_t ca_len;          /* may be 0 (no CA: tls-mode require) */
+	uint32_t crl_len;         /* may be 0 */
+	uint8_t  digest[32];      /* SHA-256 of ca || crl, as sent in chunks */
 	uint32_t flags;           /* must be 0 */
 };
 
@@ -217,6 +245,7 @@ struct ipc_msg {
 		struct ipc_err          err;
 		struct ipc_pem_chunk    pem_chunk;
 		struct ipc_generation   generation;
+		struct ipc_trust        trust;
 		struct ipc_ticket_keys  ticket_keys;
 		struct ipc_audit        audit;
 		struct ipc_revoke       revoke;

@@ -18,6 +18,7 @@
 #include "audit/events.h"
 #include "common/log.h"
 #include "keyd/keyd.h"
+#include "keyd/tpm.h"
 
 #define KEYD_RATE_LOG_MS 1000   /* at most one rate-limit audit record per worker per second */
 
@@ -173,6 +174,9 @@ keyd_answer_sign(struct keyd_worker *w, const struct ipc_msg *m)
 		keyd_refusal(w, m, sign_refusal_name(refusal));
 		return keyd_send_err(w, m->hdr.req_id, IPC_ERR_POLICY);
 	}
+	/* 6. A TPM key: the TPM thread signs and the answer follows later (keyd/tpm_signer.c). */
+	if (key->tpm != NULL)
+		return keyd_tpm_submit(w, m, key, ident->cfg->name);
 	/* 6. Sign; the size comes from the key, never from the request. */
 	ipc_msg_init(&ok, IPC_SIGN_OK, m->hdr.req_id);
 	if (keystore_sign(key, req->sigalg, req->tbs, req->tbs_len, ok.u.sign_ok.sig,
@@ -218,6 +222,9 @@ static int
 keyd_answer_stats(struct keyd_worker *w, const struct ipc_msg *m)
 {
 	w->stats = m->u.stats;
+	/* The req_id says which status round this answers; a stale one is kept, not counted. */
+	w->stats_id = m->hdr.req_id;
+	keyd_control_stats_arrived();
 	return 0;
 }
 
@@ -335,6 +342,7 @@ keyd_worker_attach(unsigned index, int fd)
 
 	keyd_worker_close(w, "replaced by a new channel");
 	memset(w, 0, sizeof(*w));
+	keyd_tpm_channel_reset(index);   /* TPM answers still due go to the old channel: dropped */
 	w->index = index;
 	ipc_chan_init(&w->chan, fd);
 	w->io.fd = fd;

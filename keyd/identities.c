@@ -14,16 +14,24 @@
 #include "keyd/keyd.h"
 
 /*
- * Generation numbers increase across keyd restarts too (they start from the clock), so a
- * worker that outlived a keyd restart never confuses an old generation with a new one.
+ * A generation's number comes from what it is made of (the material digest), not from a
+ * counter or the clock: keyd keeps no state across restarts, and a restarted keyd must give
+ * the generation the workers already hold the same number (it does: same files, same number)
+ * and never reuse a number for something else (a clock-based counter that ran ahead during
+ * quick rotations did).  Only the active generation's number is avoided; the one before it
+ * is dropped by the rotation that makes a new one.
  */
 uint32_t
-keyd_next_generation(void)
+keyd_generation_number(const uint8_t material[32], const struct keyd_key *cur)
 {
-	uint32_t now = (uint32_t)time(NULL);
+	uint32_t g = (uint32_t)material[0] | (uint32_t)material[1] << 8 |
+	    (uint32_t)material[2] << 16 | (uint32_t)material[3] << 24;
 
-	kd->last_generation = now > kd->last_generation ? now : kd->last_generation + 1;
-	return kd->last_generation;
+	if (g == 0)
+		g = 1;                    /* 0 is "no generation" on the wire */
+	while (cur != NULL && g == cur->generation)
+		g = g == UINT32_MAX ? 1 : g + 1;
+	return g;
 }
 
 /* TLS 1.2 SKE signing is allowed only where some use of the identity enables TLS 1.2. */
@@ -66,24 +74,49 @@ keyd_log_key(const char *name, const struct keyd_key *k)
 	    k->generation, k->subject, k->serial, until);
 }
 
+/* The first generation of everything, validated exactly as a rotation validates. */
 int
 keyd_identities_load(char *err, size_t errlen)
 {
 	const struct config *cfg = kd->cfg;
+	struct keyd_stage *st;
 
 	kd->ids = calloc(cfg->n_identities ? cfg->n_identities : 1, sizeof(*kd->ids));
-	if (kd->ids == NULL) {
+	kd->listener_trust = calloc(cfg->n_listeners ? cfg->n_listeners : 1,
+	    sizeof(*kd->listener_trust));
+	kd->connector_trust = calloc(cfg->n_connectors ? cfg->n_connectors : 1,
+	    sizeof(*kd->connector_trust));
+	st = calloc(1, sizeof(*st));
+	if (kd->ids == NULL || kd->listener_trust == NULL || kd->connector_trust == NULL ||
+	    st == NULL) {
+		free(st);
 		snprintf(err, errlen, "keyd: out of memory");
+		return -1;
+	}
+	if (keyd_stage_load(st, err, errlen) == -1) {
+		free(st);
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->n_identities; i++) {
 		struct keyd_ident *id = &kd->ids[i];
 		id->cfg = &cfg->identities[i];
 		keyd_ident_policy(i, &id->policy);
-		if (keystore_load(cfg, id->cfg, keyd_next_generation(), &id->cur, err, errlen) == -1)
-			return -1;
+		id->cur = st->keys[i];
+		st->keys[i] = NULL;
+		id->cur->generation = keyd_generation_number(st->material[i], NULL);
+		memcpy(id->material, st->material[i], sizeof(id->material));
 		keyd_log_key(id->cfg->name, id->cur);
 	}
+	for (size_t i = 0; i < cfg->n_listeners; i++) {
+		kd->listener_trust[i] = st->listeners[i];
+		memset(&st->listeners[i], 0, sizeof(st->listeners[i]));
+	}
+	for (size_t i = 0; i < cfg->n_connectors; i++) {
+		kd->connector_trust[i] = st->connectors[i];
+		memset(&st->connectors[i], 0, sizeof(st->connectors[i]));
+	}
+	keyd_stage_free(st);
+	free(st);
 	return 0;
 }
 
@@ -108,6 +141,13 @@ keyd_key_lookup(const uint8_t key_id[IPC_KEY_ID_LEN], struct keyd_ident **ident)
 void
 keyd_identities_free(void)
 {
+	for (size_t i = 0; kd->listener_trust != NULL && i < kd->cfg->n_listeners; i++)
+		keyd_trust_free(&kd->listener_trust[i]);
+	for (size_t i = 0; kd->connector_trust != NULL && i < kd->cfg->n_connectors; i++)
+		keyd_trust_free(&kd->connector_trust[i]);
+	free(kd->listener_trust);
+	free(kd->connector_trust);
+	kd->listener_trust = kd->connector_trust = NULL;
 	if (kd->ids == NULL)
 		return;
 	for (size_t i = 0; i < kd->cfg->n_identities; i++) {

@@ -25,8 +25,10 @@
 #include "audit/events.h"
 #include "cli/cli.h"
 #include "common/child.h"
+#include "common/fips.h"
 #include "common/log.h"
 #include "keyd/sandbox.h"
+#include "keyd/tpm.h"
 
 #define KEYD_EXIT_CONFIG 78   /* a key or certificate problem: the supervisor reports it */
 
@@ -244,7 +246,7 @@ int
 keyd_main(int argc, char **argv)
 {
 	struct rlimit nocore = { 0, 0 };
-	char err[KEYSTORE_ERR_MAX];
+	char err[KEYSTORE_ERR_MAX], ferr[FIPS_ERR_MAX];
 
 	if (argc != 2)
 		fatalx("usage: redoubt keyd CONFIG (started by 'redoubt serve')");
@@ -264,6 +266,10 @@ keyd_main(int argc, char **argv)
 		    "(LimitMEMLOCK=) or lower secure-heap", kd->cfg->secure_heap);
 	if (OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1)
 		fatalx("keyd: OpenSSL initialisation failed");
+	if (fips_enable(kd->cfg, ferr, sizeof(ferr)) == -1) {
+		log_warnx("%s", ferr);
+		exit(KEYD_EXIT_CONFIG);
+	}
 	if (evloop_init(&kd->loop) == -1)
 		fatal("keyd: epoll");
 	if (kd->cfg->audit_log[0] != '\0') {
@@ -276,6 +282,14 @@ keyd_main(int argc, char **argv)
 		evloop_timer_after(&kd->loop, &kd->audit_timer, 1000);
 	}
 	if (keyd_identities_load(err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
+		if (kd->audit != NULL)
+			audit_writer_close(kd->audit);
+		exit(KEYD_EXIT_CONFIG);
+	}
+	/* The TPM thread starts here: before the sandbox, whose filter then covers it too. */
+	if (keyd_tpm_init(err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
 		if (kd->audit != NULL)

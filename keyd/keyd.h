@@ -7,6 +7,7 @@
 #define REDOUBT_KEYD_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -23,6 +24,36 @@ struct keyd_ident {
 	struct keyd_key   *cur;
 	struct keyd_key   *prev;
 	struct sign_policy policy;
+	uint8_t            material[32];  /* digest of what cur was made of (rotate.c) */
+};
+
+/*
+ * The trust material of a listener or connector with its own `ca` or `crl`: the effective
+ * CA bundle and CRL (its own where set, else its identity's), as workers receive them.
+ */
+struct keyd_trust {
+	int      used;                    /* the section overrides its identity's ca or crl */
+	char    *ca_pem;
+	size_t   ca_len;
+	char    *crl_pem;
+	size_t   crl_len;
+	uint8_t  digest[32];              /* SHA-256 of ca || crl, as published */
+};
+
+/* A complete set of files, loaded and validated, not yet in use (rotate.c). */
+struct keyd_stage {
+	struct keyd_key   *keys[CONFIG_IDENTITIES_MAX];
+	struct keyd_trust  listeners[CONFIG_LISTENERS_MAX];
+	struct keyd_trust  connectors[CONFIG_CONNECTORS_MAX];
+	uint8_t            material[CONFIG_IDENTITIES_MAX][32];
+};
+
+/* Who asked for a rotation, for the audit trail. */
+struct keyd_rotate_req {
+	const char *source;               /* "control", "SIGHUP", "auto-reload" */
+	long        uid;                  /* -1: keyd itself */
+	long        pid;                  /* -1: unknown */
+	int         revoke_previous;
 };
 
 enum keyd_worker_state {
@@ -42,6 +73,7 @@ struct keyd_worker {
 	uint64_t         rate_logged_ms;
 	uint64_t         signs, refusals, rate_limited;
 	struct ipc_stats stats;           /* last report */
+	uint64_t         stats_id;        /* req_id of the STATS_REQ that report answered */
 };
 
 struct keyd {
@@ -57,7 +89,11 @@ struct keyd {
 	struct ev_timer      audit_timer;
 	struct audit_writer *audit;
 	int                  admission;   /* workers may accept new connections */
-	uint32_t             last_generation;
+	struct keyd_trust   *listener_trust;   /* [n_listeners] */
+	struct keyd_trust   *connector_trust;  /* [n_connectors] */
+	struct ev_timer      expiry_timer;
+	uint64_t             started;     /* UNIX seconds */
+	json_t              *last_rotation; /* outcome of the last rotation (status), or NULL */
 };
 
 extern struct keyd *kd;
@@ -76,10 +112,43 @@ void keyd_broadcast(const struct ipc_msg *m);
 int  keyd_publish_identity(struct keyd_worker *w, uint16_t index);
 int  keyd_publish_tickets(struct keyd_worker *w);
 void keyd_tickets_init(void);
+/* New ticket keys now (the current one becomes decrypt-only); restarts the schedule. */
+void keyd_tickets_rotate_now(const char *source, long uid);
+
+/* rotate.c: a new generation of every identity, all or nothing */
+int  keyd_stage_load(struct keyd_stage *st, char *err, size_t errlen);
+void keyd_stage_free(struct keyd_stage *st);
+/* Validates every file, then replaces what changed.  Returns the answer (new reference). */
+json_t *keyd_rotate(const struct keyd_rotate_req *req);
+/* A generation as answers and status describe it (JSON null for NULL). */
+json_t *keyd_key_json(const struct keyd_key *k);
+
+/* trust.c: listener and connector CA bundles and CRLs */
+int  keyd_trust_used(int scope, size_t index);
+int  keyd_trust_load(int scope, size_t index, const struct keyd_key *idkey,
+    struct keyd_trust *out, char *err, size_t errlen);
+void keyd_trust_free(struct keyd_trust *t);
+
+/* status.c */
+/* Everything `redoubt status` shows; workers' reports count when they answered stats_id. */
+json_t *keyd_status_json(uint64_t stats_id);
+void keyd_expiry_check(void);
+
+/* control.c: the control socket (`redoubt rotate`, `redoubt status`) */
+void keyd_control_init(int fd);
+void keyd_control_stats_arrived(void);
+void keyd_control_close(void);
+
+/* autoreload.c: watch the files, rotate when a complete valid set is in place */
+void keyd_autoreload_init(void);
+void keyd_autoreload_snapshot(void);
+const char *keyd_autoreload_mode(void);
+void keyd_autoreload_close(void);
 
 /* identities.c */
 int  keyd_identities_load(char *err, size_t errlen);
-uint32_t keyd_next_generation(void);
+/* The number of a generation made of material (see identities.c); never cur's number. */
+uint32_t keyd_generation_number(const uint8_t material[32], const struct keyd_key *cur);
 void keyd_log_key(const char *name, const struct keyd_key *k);
 /* Finds the generation whose key id matches (constant-time compare), or NULL. */
 struct keyd_key *keyd_key_lookup(const uint8_t key_id[IPC_KEY_ID_LEN], struct keyd_ident **ident);

@@ -17,11 +17,14 @@
 #include "policy/config.h"
 
 #define KEYSTORE_ERR_MAX 512
+
+struct tpm_key;
 #define KEYSTORE_PASSPHRASE_ENV "REDOUBT_KEY_PASSPHRASE"
 
 struct keyd_key {
 	uint32_t          generation;
 	EVP_PKEY         *pkey;                 /* private key; its secrets live in the secure heap */
+	struct tpm_key   *tpm;                  /* tpm: key: pkey is only the public key (keyd/tpm.h) */
 	enum ipc_key_type type;
 	unsigned          bits;
 	uint8_t           key_id[IPC_KEY_ID_LEN]; /* SHA-256 of the leaf's SPKI (DER) */

@@ -40,6 +40,7 @@
 
 #include "common/limits.h"
 #include "common/log.h"
+#include "keyd/tpm.h"
 
 /*
  * Local limits (ask for them in common/limits.h): a PEM private key is a few KiB (RSA-4096
@@ -296,15 +297,16 @@ out:
 }
 
 /*
- * TPM 2.0 key blobs ("tpm:/path"): the single place to add them.  The private part would
- * never leave the TPM; k->pkey would be a handle from the tpm2 provider.
+ * TPM 2.0 key blobs ("tpm:/path"): only the public part and the TPM-encrypted private part are
+ * read; k->pkey is the public key and k->tpm the blob.  The private key never leaves the TPM;
+ * keyd signs with it on its TPM thread (tpm_signer.c), which checks at start-up that the TPM
+ * can use the blob.
  */
 static int
 ks_load_tpm_key(const struct config *cfg, const struct config_identity *id,
     struct keyd_key *k, char *err, size_t errlen)
 {
-	ks_err(err, errlen, "key %s: TPM keys are not supported by this build yet", id->key);
-	return -1;
+	return tpm_key_read(id->key + strlen(KEYSTORE_TPM_PREFIX), &k->tpm, &k->pkey, err, errlen);
 }
 
 static int
@@ -807,6 +809,7 @@ keystore_free(struct keyd_key *k)
 	if (k == NULL)
 		return;
 	EVP_PKEY_free(k->pkey);     /* wipes the private components (secure heap) */
+	tpm_key_unref(k->tpm);
 	X509_free(k->leaf);
 	free(k->chain_pem);
 	free(k->ca_pem);

@@ -82,6 +82,11 @@ keystore_sign(const struct keyd_key *k, uint16_t sigalg, const uint8_t *tbs, siz
 		log_warnx("keystore_sign: missing key, input or output");
 		return -1;
 	}
+	/* A TPM key's pkey is public only: the TPM thread signs (keyd_tpm_submit()). */
+	if (k->tpm != NULL) {
+		log_warnx("keystore_sign: generation %u is a TPM key; not signed here", k->generation);
+		return -1;
+	}
 	if ((md = sign_sigalg_digest(sigalg)) == NULL || !ks_sigalg_fits(k, sigalg)) {
 		log_warnx("keystore_sign: sigalg 0x%04x does not fit key generation %u", sigalg,
 		    k->generation);

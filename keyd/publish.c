@@ -1,8 +1,11 @@
 /*
- * What keyd sends a worker: for every identity, its chain, CA bundle and CRL in chunks, then
- * the GENERATION that commits them (with a digest over all of it); the session-ticket keys;
- * and HELLO_OK once everything is out.  Public material and ticket keys only.
+ * What keyd sends a worker: for every identity, the trust material of each listener and
+ * connector of it that has its own CA or CRL (chunks, then TRUST), its chain, CA bundle and
+ * CRL in chunks, then the GENERATION that commits them (with a digest over all of it); the
+ * session-ticket keys; and HELLO_OK once everything is out.  Public material and ticket keys
+ * only.
  */
+#include <sys/epoll.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,9 +17,21 @@
 #include "common/log.h"
 #include "keyd/keyd.h"
 
+/* Queues m; a queue that forms is flushed when the channel becomes writable. */
 static int
-keyd_publish_pem(struct keyd_worker *w, uint16_t index, uint32_t gen, uint8_t kind,
-    const char *pem, size_t len)
+keyd_publish_send(struct keyd_worker *w, const struct ipc_msg *m)
+{
+	if (ipc_chan_send(&w->chan, m, -1) != IPC_IO_OK)
+		return -1;
+	if (ipc_chan_has_queued(&w->chan) &&
+	    evloop_mod(&kd->loop, &w->io, EPOLLIN | EPOLLOUT) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+keyd_publish_pem(struct keyd_worker *w, uint8_t scope, uint16_t index, uint32_t gen,
+    uint8_t kind, const char *pem, size_t len)
 {
 	struct ipc_msg m;
 
@@ -24,15 +39,55 @@ keyd_publish_pem(struct keyd_worker *w, uint16_t index, uint32_t gen, uint8_t ki
 		size_t n = len - off < IPC_CHUNK_MAX ? len - off : IPC_CHUNK_MAX;
 		ipc_msg_init(&m, IPC_PEM_CHUNK, 0);
 		m.u.pem_chunk.identity = index;
+		m.u.pem_chunk.scope = scope;
 		m.u.pem_chunk.kind = kind;
 		m.u.pem_chunk.generation = gen;
 		m.u.pem_chunk.total = (uint32_t)len;
 		m.u.pem_chunk.offset = (uint32_t)off;
 		m.u.pem_chunk.len = (uint16_t)n;
 		memcpy(m.u.pem_chunk.data, pem + off, n);
-		if (ipc_chan_send(&w->chan, &m, -1) != IPC_IO_OK)
+		if (keyd_publish_send(w, &m) == -1)
 			return -1;
 	}
+	return 0;
+}
+
+/* A listener's or connector's own trust, for generation gen of its identity. */
+static int
+keyd_publish_trust(struct keyd_worker *w, uint8_t scope, uint16_t index, uint32_t gen,
+    const struct keyd_trust *t)
+{
+	struct ipc_msg m;
+
+	ipc_msg_init(&m, IPC_TRUST, 0);
+	m.u.trust.scope = scope;
+	m.u.trust.index = index;
+	m.u.trust.generation = gen;
+	m.u.trust.ca_len = (uint32_t)t->ca_len;
+	m.u.trust.crl_len = (uint32_t)t->crl_len;
+	memcpy(m.u.trust.digest, t->digest, sizeof(m.u.trust.digest));
+	if (keyd_publish_pem(w, scope, index, gen, IPC_PEM_CA, t->ca_pem, t->ca_len) == -1 ||
+	    keyd_publish_pem(w, scope, index, gen, IPC_PEM_CRL, t->crl_pem, t->crl_len) == -1)
+		return -1;
+	return keyd_publish_send(w, &m);
+}
+
+/* Sent before the identity's GENERATION, so the worker builds its contexts with them. */
+static int
+keyd_publish_trusts(struct keyd_worker *w, uint16_t index, uint32_t gen)
+{
+	const struct config *cfg = kd->cfg;
+
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		if ((size_t)cfg->listeners[i].identity == index && kd->listener_trust[i].used &&
+		    keyd_publish_trust(w, IPC_SCOPE_LISTENER, (uint16_t)i, gen,
+		    &kd->listener_trust[i]) == -1)
+			return -1;
+	for (size_t i = 0; i < cfg->n_connectors; i++)
+		if ((size_t)cfg->connectors[i].identity == index && kd->connector_trust[i].used &&
+		    keyd_publish_trust(w, IPC_SCOPE_CONNECTOR, (uint16_t)i, gen,
+		    &kd->connector_trust[i]) == -1)
+			return -1;
 	return 0;
 }
 
@@ -64,12 +119,15 @@ keyd_publish_identity(struct keyd_worker *w, uint16_t index)
 	EVP_MD_CTX_free(md);
 	if (!ok)
 		return -1;
-	if (keyd_publish_pem(w, index, k->generation, IPC_PEM_CHAIN, k->chain_pem,
-	    k->chain_len) == -1 ||
-	    keyd_publish_pem(w, index, k->generation, IPC_PEM_CA, k->ca_pem, k->ca_len) == -1 ||
-	    keyd_publish_pem(w, index, k->generation, IPC_PEM_CRL, k->crl_pem, k->crl_len) == -1)
+	if (keyd_publish_trusts(w, index, k->generation) == -1 ||
+	    keyd_publish_pem(w, IPC_SCOPE_IDENTITY, index, k->generation, IPC_PEM_CHAIN,
+	    k->chain_pem, k->chain_len) == -1 ||
+	    keyd_publish_pem(w, IPC_SCOPE_IDENTITY, index, k->generation, IPC_PEM_CA, k->ca_pem,
+	    k->ca_len) == -1 ||
+	    keyd_publish_pem(w, IPC_SCOPE_IDENTITY, index, k->generation, IPC_PEM_CRL,
+	    k->crl_pem, k->crl_len) == -1)
 		return -1;
-	return ipc_chan_send(&w->chan, &m, -1) == IPC_IO_OK ? 0 : -1;
+	return keyd_publish_send(w, &m);
 }
 
 int
@@ -80,7 +138,7 @@ keyd_publish_tickets(struct keyd_worker *w)
 
 	ipc_msg_init(&m, IPC_TICKET_KEYS, 0);
 	m.u.ticket_keys = kd->tickets;
-	r = ipc_chan_send(&w->chan, &m, -1) == IPC_IO_OK ? 0 : -1;
+	r = keyd_publish_send(w, &m);
 	OPENSSL_cleanse(&m, sizeof(m));
 	return r;
 }
@@ -98,10 +156,12 @@ keyd_ticket_new(struct ipc_ticket_slot *s)
  * Every lifetime the current key becomes the previous one (decrypt only) and the old
  * previous key is gone: a ticket resumes for at most two lifetimes.
  */
-static void
-keyd_tickets_rotate(struct ev_timer *t)
+void
+keyd_tickets_rotate_now(const char *source, long uid)
 {
 	struct ipc_msg m;
+	json_t *f;
+	uint64_t prev_age = (uint64_t)time(NULL) - kd->tickets.slot[0].created;
 
 	kd->tickets.slot[1] = kd->tickets.slot[0];
 	kd->tickets.count = 2;
@@ -111,10 +171,21 @@ keyd_tickets_rotate(struct ev_timer *t)
 	m.u.ticket_keys = kd->tickets;
 	keyd_broadcast(&m);
 	OPENSSL_cleanse(&m, sizeof(m));
-	keyd_audit(AUDIT_TICKET_ROTATION, AUDIT_WORKER_NONE, "success", "scheduled", NULL);
-	log_info("session-ticket keys rotated (lifetime %u s)", kd->cfg->ticket_key_lifetime);
+	f = json_pack("{s:s, s:I, s:I, s:I}", "source", source, "uid", (json_int_t)uid,
+	    "lifetime_s", (json_int_t)kd->cfg->ticket_key_lifetime, "replaced_key_age_s",
+	    (json_int_t)prev_age);
+	keyd_audit(AUDIT_TICKET_ROTATION, AUDIT_WORKER_NONE, "success", source, f);
+	json_decref(f);
+	log_info("session-ticket keys rotated (%s; lifetime %u s)", source,
+	    kd->cfg->ticket_key_lifetime);
 	evloop_timer_after(&kd->loop, &kd->ticket_timer,
 	    (uint64_t)kd->cfg->ticket_key_lifetime * 1000u);
+}
+
+static void
+keyd_tickets_rotate(struct ev_timer *t)
+{
+	keyd_tickets_rotate_now("scheduled", -1);
 }
 
 void

@@ -267,14 +267,22 @@ config_handler(void *user, const char *section, const char *name, const char *va
 	return cfgkey_set(p, name, value) == 0;
 }
 
+/*
+ * In a library context of its own: a fetch in the default one would activate OpenSSL's default
+ * provider there before fips = yes (common/fips.c) could keep it out.
+ */
 static int
 config_digest(const char *buf, size_t len, unsigned char out[32])
 {
+	OSSL_LIB_CTX *lc = OSSL_LIB_CTX_new();
+	EVP_MD *md = lc != NULL ? EVP_MD_fetch(lc, "SHA2-256", NULL) : NULL;
 	unsigned int mdlen = 0;
+	int ok;
 
-	if (EVP_Digest(buf, len, out, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-		return -1;
-	return 0;
+	ok = md != NULL && EVP_Digest(buf, len, out, &mdlen, md, NULL) == 1 && mdlen == 32;
+	EVP_MD_free(md);
+	OSSL_LIB_CTX_free(lc);
+	return ok ? 0 : -1;
 }
 
 static int

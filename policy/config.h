@@ -118,6 +118,7 @@ struct config {
 	char tpm_tcti[256];                   /* TCTI for tpm: keys */
 	enum log_level log_level;
 	int  fips;
+	char fips_config[CONFIG_PATH_MAX];    /* OpenSSL config naming the FIPS module (fips = yes) */
 	int  auto_reload;
 	unsigned max_connections;             /* per worker */
 	unsigned handshake_timeout_ms;

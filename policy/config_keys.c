@@ -86,6 +86,7 @@ static const struct config_key cfgkey_global[] = {
 	    checkpoint_seconds, CONFIG_CHECKPOINT_MS_MIN, CONFIG_CHECKPOINT_MS_MAX),
 	KEYFN("log-level", CK_LOG_LEVEL, 0, cfgkey_set_log_level),
 	KEY("fips", CK_FIPS, 0, KT_BOOL, struct config, fips, 0, 0),
+	KEY("fips-config", CK_FIPS_CONFIG, 0, KT_PATH, struct config, fips_config, 0, 0),
 	KEY("auto-reload", CK_AUTO_RELOAD, 0, KT_BOOL, struct config, auto_reload, 0, 0),
 	KEY("max-connections", CK_MAX_CONNECTIONS, 0, KT_UINT, struct config, max_connections,
 	    1, CONFIG_MAX_CONNECTIONS_MAX),
@@ -194,6 +195,7 @@ cfgkey_defaults(struct config *cfg)
 	cfg->checkpoint_records = CONFIG_CHECKPOINT_RECORDS_DEFAULT;
 	cfg->checkpoint_seconds = CONFIG_CHECKPOINT_S_DEFAULT;
 	snprintf(cfg->tpm_tcti, sizeof(cfg->tpm_tcti), "%s", CONFIG_TPM_TCTI_DEFAULT);
+	snprintf(cfg->fips_config, sizeof(cfg->fips_config), "%s", CONFIG_FIPS_CONFIG_DEFAULT);
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->max_connections = CONN_MAX_DEFAULT;
 	cfg->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS_DEFAULT;

@@ -388,7 +388,7 @@ conn_start_tls_client(struct conn *c)
 {
 	struct wk_connector *k = c->connector;
 	const struct config_addr *to = &k->cfg->connect;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
 	socklen_t sslen = sizeof(ss);
 	char ip[INET6_ADDRSTRLEN];
 	const char *name = NULL;
@@ -525,6 +525,19 @@ conn_sockaddr(const struct config_addr *a, struct sockaddr_storage *ss)
 	return a->sslen;
 }
 
+/* 1 when c's TLS side negotiated the ALPN protocol proto. */
+static int
+conn_alpn_is(const struct conn *c, const char *proto)
+{
+	const unsigned char *p = NULL;
+	unsigned int n = 0;
+
+	if (c->tls == NULL || c->tls->ssl == NULL)
+		return 0;
+	SSL_get0_alpn_selected(c->tls->ssl, &p, &n);
+	return p != NULL && n == strlen(proto) && memcmp(p, proto, n) == 0;
+}
+
 static void
 conn_backend_down(struct conn *c, const char *why)
 {
@@ -541,8 +554,11 @@ conn_backend_down(struct conn *c, const char *why)
 	side_close(&c->backend);
 	c->backend.eof = 1;
 	c->backend.failed = 1;
-	if (c->listener != NULL && c->client.ssl != NULL) {
-		/* Say so in RESP over TLS before closing: a client library reports it verbatim. */
+	/*
+	 * Say so in RESP over TLS before closing: a client library reports it verbatim.  Not on
+	 * the cluster bus, which is not RESP: the peer would count it as a malformed message.
+	 */
+	if (c->listener != NULL && c->client.ssl != NULL && !conn_alpn_is(c, "redis-bus")) {
 		size_t n = sizeof(CONN_BACKEND_DOWN_REPLY) - 1;
 		if (c->buf_b2c.data == NULL)
 			c->buf_b2c.data = worker_buf_get();

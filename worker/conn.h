@@ -53,6 +53,7 @@ struct rbuf {
 struct tls_gen;
 struct wk_listener;
 struct wk_connector;
+struct connector_peer;
 
 struct conn {
 	TAILQ_ENTRY(conn) entry;          /* worker's list of connections */
@@ -67,6 +68,7 @@ struct conn {
 	struct rbuf       buf_b2c;        /* backend -> client */
 	struct wk_listener  *listener;    /* exactly one of listener / connector */
 	struct wk_connector *connector;
+	struct connector_peer *kpeer;     /* connector: the dialled peer's entry (referenced) */
 	struct tls_gen   *gen;            /* identity generation of the TLS side (refcounted) */
 	const struct config_addr *dial;   /* where CONN_CONNECTING goes */
 	struct sockaddr_storage peer;     /* the client's address */

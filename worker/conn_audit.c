@@ -112,14 +112,15 @@ conn_audit_handshake(struct conn *c, int ok, const char *reason)
 	json_object_set_new(o, "tls_mode", json_string(conn_audit_mode(c)));
 	if (c->gen != NULL)
 		json_object_set_new(o, "generation", json_integer(c->gen->generation));
-	if (ssl != NULL) {
+	/* A handshake that failed early (a truncated ClientHello) has no session to ask about. */
+	if (ssl != NULL && SSL_get_session(ssl) != NULL) {
 		const unsigned char *alpn = NULL;
 		unsigned int alpnlen = 0;
 		X509 *peer = SSL_get0_peer_certificate(ssl);
-		int group = SSL_get_negotiated_group(ssl);
 		char proto[64];
 
 		if (ok) {
+			int group = SSL_get_negotiated_group(ssl);
 			json_object_set_new(o, "tls_version", json_string(SSL_get_version(ssl)));
 			conn_audit_set_str(o, "cipher", SSL_get_cipher_name(ssl));
 			if (group != 0)

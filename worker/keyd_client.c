@@ -174,44 +174,91 @@ keyd_sign_wait(struct keyd_sign *s)
 /* ---------- public material from keyd ---------- */
 
 static void
-kc_asm_reset(struct wk_identity *id)
+kc_asm_reset(struct pem_asm *a)
 {
 	for (int k = 0; k < IPC_PEM_KIND_MAX; k++) {
-		free(id->asm_buf[k]);
-		id->asm_buf[k] = NULL;
-		id->asm_total[k] = id->asm_got[k] = 0;
+		free(a->buf[k]);
+		a->buf[k] = NULL;
+		a->total[k] = a->got[k] = 0;
 	}
-	id->asm_gen = 0;
+	a->gen = 0;
+}
+
+/*
+ * The trust of a listener or connector that has its own CA or CRL in the configuration
+ * (keyd sends nothing for the others: a message for one is a protocol violation).
+ */
+static struct wk_trust *
+kc_trust_target(uint8_t scope, uint16_t index)
+{
+	const struct config *cfg = kc.w->cfg;
+
+	if (scope == IPC_SCOPE_LISTENER && index < cfg->n_listeners &&
+	    wk_trust_own(cfg->listeners[index].ca, cfg->listeners[index].crl))
+		return &kc.w->listeners[index].trust;
+	if (scope == IPC_SCOPE_CONNECTOR && index < cfg->n_connectors &&
+	    wk_trust_own(cfg->connectors[index].ca, cfg->connectors[index].crl))
+		return &kc.w->connectors[index].trust;
+	return NULL;
 }
 
 static int
 kc_chunk(const struct ipc_pem_chunk *c)
 {
-	struct wk_identity *id;
+	struct wk_trust *t;
+	struct pem_asm *a;
 
-	if (c->identity >= kc.w->cfg->n_identities)
+	if (c->scope == IPC_SCOPE_IDENTITY) {
+		if (c->identity >= kc.w->cfg->n_identities)
+			return -1;
+		a = &kc.w->ids[c->identity].pem;
+	} else if ((t = kc_trust_target(c->scope, c->identity)) != NULL)
+		a = &t->pem;
+	else
 		return -1;
-	id = &kc.w->ids[c->identity];
-	if (id->asm_gen != c->generation) {
-		kc_asm_reset(id);
-		id->asm_gen = c->generation;
+	if (a->gen != c->generation) {
+		kc_asm_reset(a);
+		a->gen = c->generation;
 	}
-	if (id->asm_buf[c->kind] == NULL) {
+	if (a->buf[c->kind] == NULL) {
 		if (c->offset != 0)
 			return -1;
-		id->asm_buf[c->kind] = malloc(c->total + 1);
-		if (id->asm_buf[c->kind] == NULL)
+		a->buf[c->kind] = malloc(c->total + 1);
+		if (a->buf[c->kind] == NULL)
 			return -1;
-		id->asm_total[c->kind] = c->total;
+		a->total[c->kind] = c->total;
 	}
 	/* In order, no gaps, no overlap, never past the announced total. */
-	if (c->total != id->asm_total[c->kind] || c->offset != id->asm_got[c->kind] ||
+	if (c->total != a->total[c->kind] || c->offset != a->got[c->kind] ||
 	    c->len > c->total - c->offset)
 		return -1;
-	memcpy(id->asm_buf[c->kind] + c->offset, c->data, c->len);
-	id->asm_got[c->kind] += c->len;
-	id->asm_buf[c->kind][id->asm_got[c->kind]] = '\0';
+	memcpy(a->buf[c->kind] + c->offset, c->data, c->len);
+	a->got[c->kind] += c->len;
+	a->buf[c->kind][a->got[c->kind]] = '\0';
 	return 0;
+}
+
+/* Everything of generation gen arrived, in full, and hashes to digest. */
+static int
+kc_asm_check(const struct pem_asm *a, uint32_t gen, const int *kinds, const uint32_t *lens,
+    size_t n, const uint8_t digest[32])
+{
+	unsigned char md[32];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+
+	for (size_t i = 0; i < n && ok; i++) {
+		int k = kinds[i];
+		uint32_t got = a->gen == gen ? a->got[k] : 0;
+		if (got != lens[i] || (lens[i] > 0 && a->total[k] != lens[i]))
+			ok = 0;
+		else if (lens[i] > 0 && !EVP_DigestUpdate(ctx, a->buf[k], lens[i]))
+			ok = 0;
+	}
+	if (ok && (!EVP_DigestFinal_ex(ctx, md, NULL) || CRYPTO_memcmp(md, digest, 32) != 0))
+		ok = 0;
+	EVP_MD_CTX_free(ctx);
+	return ok ? 0 : -1;
 }
 
 static int
@@ -221,9 +268,6 @@ kc_generation(const struct ipc_generation *g)
 	const uint32_t lens[] = { g->chain_len, g->ca_len, g->crl_len };
 	struct wk_identity *id;
 	struct tls_gen *tg;
-	unsigned char md[32];
-	EVP_MD_CTX *ctx;
-	int ok = 1;
 
 	if (g->identity >= kc.w->cfg->n_identities)
 		return -1;
@@ -233,32 +277,47 @@ kc_generation(const struct ipc_generation *g)
 		    id->cfg->name, g->name);
 		return -1;
 	}
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL))
-		ok = 0;
-	for (int i = 0; i < 3 && ok; i++) {
-		int k = kinds[i];
-		uint32_t got = id->asm_gen == g->generation ? id->asm_got[k] : 0;
-		if (got != lens[i] || (lens[i] > 0 && id->asm_total[k] != lens[i]))
-			ok = 0;
-		else if (lens[i] > 0 && !EVP_DigestUpdate(ctx, id->asm_buf[k], lens[i]))
-			ok = 0;
-	}
-	if (ok && (!EVP_DigestFinal_ex(ctx, md, NULL) || CRYPTO_memcmp(md, g->digest, 32) != 0))
-		ok = 0;
-	EVP_MD_CTX_free(ctx);
-	if (!ok) {
+	if (kc_asm_check(&id->pem, g->generation, kinds, lens, 3, g->digest) == -1) {
 		log_warnx("keyd: generation %u of identity %s arrived incomplete or altered",
 		    g->generation, g->name);
-		kc_asm_reset(id);
+		kc_asm_reset(&id->pem);
 		return -1;
 	}
-	tg = tls_gen_new(g->identity, g, id->asm_buf[IPC_PEM_CHAIN], g->chain_len,
-	    id->asm_buf[IPC_PEM_CA], g->ca_len, id->asm_buf[IPC_PEM_CRL], g->crl_len);
-	kc_asm_reset(id);
+	tg = tls_gen_new(g->identity, g, id->pem.buf[IPC_PEM_CHAIN], g->chain_len,
+	    id->pem.buf[IPC_PEM_CA], g->ca_len, id->pem.buf[IPC_PEM_CRL], g->crl_len);
+	kc_asm_reset(&id->pem);
 	if (tg == NULL)
 		return -1;
 	worker_install_generation(g->identity, tg);
+	return 0;
+}
+
+static int
+kc_trust(const struct ipc_trust *m)
+{
+	static const int kinds[] = { IPC_PEM_CA, IPC_PEM_CRL };
+	const uint32_t lens[] = { m->ca_len, m->crl_len };
+	struct wk_trust *t = kc_trust_target(m->scope, m->index);
+	X509_STORE *store;
+
+	if (t == NULL)
+		return -1;
+	if (kc_asm_check(&t->pem, m->generation, kinds, lens, 2, m->digest) == -1) {
+		log_warnx("keyd: CA/CRL of %s %u arrived incomplete or altered",
+		    m->scope == IPC_SCOPE_LISTENER ? "listener" : "connector", m->index);
+		kc_asm_reset(&t->pem);
+		return -1;
+	}
+	if (tls_trust_store(t->pem.buf[IPC_PEM_CA], m->ca_len, t->pem.buf[IPC_PEM_CRL],
+	    m->crl_len, &store) == -1) {
+		log_ssl_errors("keyd trust");
+		log_warnx("keyd: CA/CRL of %s %u does not parse",
+		    m->scope == IPC_SCOPE_LISTENER ? "listener" : "connector", m->index);
+		kc_asm_reset(&t->pem);
+		return -1;
+	}
+	kc_asm_reset(&t->pem);
+	worker_install_trust(t, m, store);
 	return 0;
 }
 
@@ -301,6 +360,8 @@ kc_dispatch(const struct ipc_msg *m)
 		return kc_chunk(&m->u.pem_chunk);
 	case IPC_GENERATION:
 		return kc_generation(&m->u.generation);
+	case IPC_TRUST:
+		return kc_trust(&m->u.trust);
 	case IPC_TICKET_KEYS:
 		worker_set_tickets(&m->u.ticket_keys);
 		return 0;
@@ -394,7 +455,11 @@ kc_detach(const char *why)
 	while ((s = TAILQ_FIRST(&kc.pending)) != NULL)
 		kc_complete(s, KSIGN_FAILED, IPC_ERR_UNAVAILABLE);
 	for (size_t i = 0; i < kc.w->cfg->n_identities; i++)
-		kc_asm_reset(&kc.w->ids[i]);
+		kc_asm_reset(&kc.w->ids[i].pem);
+	for (size_t i = 0; i < kc.w->cfg->n_listeners; i++)
+		kc_asm_reset(&kc.w->listeners[i].trust.pem);
+	for (size_t i = 0; i < kc.w->cfg->n_connectors; i++)
+		kc_asm_reset(&kc.w->connectors[i].trust.pem);
 }
 
 void

@@ -23,11 +23,19 @@
 #include <openssl/provider.h>
 #include <openssl/rsa.h>
 
+#include "common/fips.h"
 #include "common/log.h"
 #include "keyd/sign_policy.h"
 #include "worker/keyd_client.h"
 
 #define KP_PARAM_KEY_ID "redoubt-key-id"
+
+/*
+ * Where public halves and everything else come from: the default provider, or in FIPS mode
+ * the fips provider (common/fips.c loaded it; the default provider is not loaded at all).
+ */
+static const char *kp_pub_props = "provider=default";
+static int kp_fips;
 #define KP_MDNAME_MAX   32
 
 struct kp_key {
@@ -120,7 +128,7 @@ kp_km_import(struct kp_key *k, const char *alg, int selection, const OSSL_PARAM 
 		return 0;
 	if ((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) == 0)
 		return 0;
-	ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, "provider=default");
+	ctx = EVP_PKEY_CTX_new_from_name(NULL, alg, kp_pub_props);
 	if (ctx == NULL)
 		return 0;
 	if (EVP_PKEY_fromdata_init(ctx) <= 0 ||
@@ -487,6 +495,26 @@ static const OSSL_DISPATCH kp_signature[] = {
 /* ---------- provider ---------- */
 
 #define KP_PROPS "provider=" KEYD_PROVIDER_NAME
+/*
+ * FIPS mode: the handles carry fips=yes, or no fetch under the fips=yes default property would
+ * find them.  The claim is about where the signature is made: keyd, itself in FIPS mode (or a
+ * TPM); this provider does no cryptography.  docs/fips.md says so.
+ */
+#define KP_PROPS_FIPS KP_PROPS ",fips=yes"
+
+static const OSSL_ALGORITHM kp_keymgmt_algs_fips[] = {
+	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", KP_PROPS_FIPS, kp_keymgmt_ec, "keyd EC handle" },
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", KP_PROPS_FIPS, kp_keymgmt_rsa,
+	    "keyd RSA handle" },
+	{ NULL, NULL, NULL, NULL }
+};
+
+static const OSSL_ALGORITHM kp_signature_algs_fips[] = {
+	{ "ECDSA", KP_PROPS_FIPS, kp_signature, "ECDSA through keyd" },
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", KP_PROPS_FIPS, kp_signature,
+	    "RSA through keyd" },
+	{ NULL, NULL, NULL, NULL }
+};
 
 static const OSSL_ALGORITHM kp_keymgmt_algs[] = {
 	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", KP_PROPS, kp_keymgmt_ec, "keyd EC handle" },
@@ -506,9 +534,9 @@ kp_query(void *provctx, int operation_id, int *no_cache)
 	*no_cache = 0;
 	switch (operation_id) {
 	case OSSL_OP_KEYMGMT:
-		return kp_keymgmt_algs;
+		return kp_fips ? kp_keymgmt_algs_fips : kp_keymgmt_algs;
 	case OSSL_OP_SIGNATURE:
-		return kp_signature_algs;
+		return kp_fips ? kp_signature_algs_fips : kp_signature_algs;
 	default:
 		return NULL;
 	}
@@ -531,6 +559,19 @@ kp_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISP
 int
 keyd_provider_load(void)
 {
+	/* FIPS mode: fips=yes for everything, the fips provider preferred over our handles'
+	 * keymgmt (certificate decoding), and no default provider. */
+	if (fips_active()) {
+		kp_fips = 1;
+		kp_pub_props = "provider=fips";
+		if (!OSSL_PROVIDER_add_builtin(NULL, KEYD_PROVIDER_NAME, kp_init) ||
+		    OSSL_PROVIDER_load(NULL, KEYD_PROVIDER_NAME) == NULL ||
+		    !EVP_set_default_properties(NULL, "fips=yes,?provider=fips")) {
+			log_ssl_errors("keyd provider (FIPS mode)");
+			return -1;
+		}
+		return 0;
+	}
 	if (!OSSL_PROVIDER_add_builtin(NULL, KEYD_PROVIDER_NAME, kp_init) ||
 	    OSSL_PROVIDER_load(NULL, "default") == NULL ||
 	    OSSL_PROVIDER_load(NULL, KEYD_PROVIDER_NAME) == NULL ||

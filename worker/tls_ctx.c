@@ -13,12 +13,20 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "common/fips.h"
 #include "common/log.h"
 #include "worker/conn.h"
+#include "worker/connector.h"
 #include "worker/worker.h"
 
 #define TLS_VERIFY_DEPTH 8   /* leaf + intermediates; deeper chains are not a Redis reality */
 #define TLS_TICKETS      1   /* TLS 1.3 tickets per handshake: one resumes one reconnect */
+/*
+ * A ticket's key encrypts for one ticket-key-lifetime and decrypts for one more: sessions are
+ * worth resuming for that long and no longer.
+ */
+#define TLS_SESSION_LIFETIMES 2
+#define TLS_SESSION_MAX_S     604800   /* RFC 8446 4.6.1: a ticket lives at most 7 days */
 
 /* The schemes keyd signs for each key type (keyd/sign_policy.c enforces the same). */
 static const char *
@@ -40,6 +48,11 @@ tls_ctx_sigalgs(enum ipc_key_type t)
 /* What we accept from peers that authenticate to us. */
 #define TLS_PEER_SIGALGS "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:ecdsa_secp521r1_sha512:" \
 	"ed25519:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:" \
+	"rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:" \
+	"rsa_pkcs1_sha256:rsa_pkcs1_sha384:rsa_pkcs1_sha512"
+/* fips = yes: without Ed25519, which OpenSSL 3.0's FIPS provider still offers (docs/fips.md). */
+#define TLS_PEER_SIGALGS_FIPS "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:" \
+	"ecdsa_secp521r1_sha512:rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:" \
 	"rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512:" \
 	"rsa_pkcs1_sha256:rsa_pkcs1_sha384:rsa_pkcs1_sha512"
 
@@ -75,8 +88,13 @@ tls_ticket_cb(SSL *s, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH
 	if (!EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) ||
 	    !EVP_MAC_CTX_set_params(hctx, params))
 		return -1;
-	/* 2 = "valid, but issue a new ticket under the current key". */
-	return slot == 0 ? 1 : 2;
+	/*
+	 * 2 = "valid, and issue a new ticket".  Always: after a TLS 1.3 resumption OpenSSL
+	 * otherwise sends nothing after the client's Finished, and a client whose first
+	 * request waits behind Nagle for that ACK stalls for the peer's delayed-ACK timer
+	 * (~40 ms per connection, measured).  A fresh ticket also keeps clients off old keys.
+	 */
+	return 2;
 }
 
 static int
@@ -122,7 +140,8 @@ tls_ctx_common(SSL_CTX *ctx, const struct tls_params *tp, struct tls_gen *g, con
 	if (!SSL_CTX_use_certificate(ctx, g->leaf) || !SSL_CTX_set1_chain(ctx, g->extra) ||
 	    !SSL_CTX_use_PrivateKey(ctx, g->key) || !SSL_CTX_check_private_key(ctx) ||
 	    sigalgs == NULL || !SSL_CTX_set1_sigalgs_list(ctx, sigalgs) ||
-	    !SSL_CTX_set1_client_sigalgs_list(ctx, TLS_PEER_SIGALGS)) {
+	    !SSL_CTX_set1_client_sigalgs_list(ctx, fips_active() ? TLS_PEER_SIGALGS_FIPS :
+	    TLS_PEER_SIGALGS)) {
 		log_ssl_errors(who);
 		log_warnx("%s: certificate or key handle not usable", who);
 		return -1;
@@ -131,23 +150,27 @@ tls_ctx_common(SSL_CTX *ctx, const struct tls_params *tp, struct tls_gen *g, con
 	return 0;
 }
 
+/*
+ * store: the section's own CA bundle and CRL when it has them (wk_trust), else those of the
+ * identity generation.
+ */
 static int
-tls_ctx_trust(SSL_CTX *ctx, struct tls_gen *g, enum tls_mode mode, int server, const char *who)
+tls_ctx_trust(SSL_CTX *ctx, X509_STORE *store, enum tls_mode mode, int server, const char *who)
 {
 	if (mode == TLS_MODE_REQUIRE) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 		return 0;
 	}
-	if (g->ca == NULL) {
+	if (store == NULL) {
 		log_warnx("%s: tls-mode %s needs a CA, and keyd sent none", who, tls_mode_name(mode));
 		return -1;
 	}
-	SSL_CTX_set1_cert_store(ctx, g->ca);
+	SSL_CTX_set1_cert_store(ctx, store);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
 	    conn_verify_cb);
 	if (server) {
 		/* Tell clients which CAs we accept, so they pick the right certificate. */
-		STACK_OF(X509) *certs = X509_STORE_get1_all_certs(g->ca);
+		STACK_OF(X509) *certs = X509_STORE_get1_all_certs(store);
 		STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
 		for (int i = 0; certs != NULL && names != NULL && i < sk_X509_num(certs); i++) {
 			X509_NAME *n = X509_NAME_dup(X509_get_subject_name(sk_X509_value(certs, i)));
@@ -172,12 +195,16 @@ tls_ctx_listener(const struct config *cfg, struct wk_listener *l, struct tls_gen
 
 	snprintf(who, sizeof(who), "listener %s", lc->name);
 	if (ctx == NULL || tls_ctx_common(ctx, &lc->tls, g, who) == -1 ||
-	    tls_ctx_trust(ctx, g, lc->mode, 1, who) == -1)
+	    tls_ctx_trust(ctx, wk_trust_own(lc->ca, lc->crl) ? l->trust.store : g->ca, lc->mode,
+	    1, who) == -1)
 		goto fail;
 	/*
 	 * Sessions resume only on the listener and certificate generation that made them, so
 	 * a ticket cannot carry a client past another listener's rules or past a rotation
-	 * that changed the CA or CRL.
+	 * that changed the CA or CRL (every change of a CA or CRL is a new generation): a
+	 * client revoked by the new CRL cannot resume a session it made before.  Resumption
+	 * works across workers (they share the ticket keys and number generations alike), and
+	 * the first handshake after a rotation is a full one.
 	 */
 	md = EVP_MD_CTX_new();
 	if (md == NULL || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
@@ -190,6 +217,9 @@ tls_ctx_listener(const struct config *cfg, struct wk_listener *l, struct tls_gen
 	}
 	EVP_MD_CTX_free(md);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_timeout(ctx, (long)cfg->ticket_key_lifetime * TLS_SESSION_LIFETIMES <
+	    TLS_SESSION_MAX_S ? (long)cfg->ticket_key_lifetime * TLS_SESSION_LIFETIMES :
+	    TLS_SESSION_MAX_S);
 	SSL_CTX_set_num_tickets(ctx, TLS_TICKETS);
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
 	if (l->alpn_wire_len > 0)
@@ -210,7 +240,8 @@ tls_ctx_connector(const struct config *cfg, struct wk_connector *k, struct tls_g
 
 	snprintf(who, sizeof(who), "connector %s", kc->name);
 	if (ctx == NULL || tls_ctx_common(ctx, &kc->tls, g, who) == -1 ||
-	    tls_ctx_trust(ctx, g, kc->mode, 0, who) == -1)
+	    tls_ctx_trust(ctx, wk_trust_own(kc->ca, kc->crl) ? k->trust.store : g->ca, kc->mode,
+	    0, who) == -1)
 		goto fail;
 	if (kc->alpn[0] != '\0') {
 		unsigned char wire[33];
@@ -220,6 +251,10 @@ tls_ctx_connector(const struct config *cfg, struct wk_connector *k, struct tls_g
 		if (SSL_CTX_set_alpn_protos(ctx, wire, (unsigned int)n + 1) != 0)
 			goto fail;
 	}
+	/* One session per peer, kept by connector.c: a reconnect resumes without keyd. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, connector_session_new);
 	return ctx;
 fail:
 	log_ssl_errors(who);

@@ -60,18 +60,23 @@ tls_gen_chain(struct tls_gen *g, const char *pem, size_t len)
 	return g->leaf != NULL && g->extra != NULL ? 0 : -1;
 }
 
-static int
-tls_gen_store(struct tls_gen *g, const char *ca, size_t ca_len, const char *crl,
-    size_t crl_len)
+/*
+ * The trust anchors and CRLs keyd sent, as a store; with a CRL, the leaf's issuer must have a
+ * current CRL in it (X509_V_FLAG_CRL_CHECK).  *out stays NULL when there is no CA.
+ */
+int
+tls_trust_store(const char *ca, size_t ca_len, const char *crl, size_t crl_len,
+    X509_STORE **out)
 {
 	STACK_OF(X509_INFO) *infos;
+	X509_STORE *st;
 	BIO *b;
-	int ncert = 0;
+	int ncert = 0, has_crl = 0;
 
+	*out = NULL;
 	if (ca_len == 0)
 		return 0;
-	g->ca = X509_STORE_new();
-	if (g->ca == NULL)
+	if ((st = X509_STORE_new()) == NULL)
 		return -1;
 	for (int pass = 0; pass < 2; pass++) {
 		const char *pem = pass == 0 ? ca : crl;
@@ -79,26 +84,42 @@ tls_gen_store(struct tls_gen *g, const char *ca, size_t ca_len, const char *crl,
 		if (len == 0)
 			continue;
 		if ((b = tls_gen_bio(pem, len)) == NULL)
-			return -1;
+			goto fail;
 		infos = PEM_X509_INFO_read_bio(b, NULL, NULL, NULL);
 		BIO_free(b);
 		if (infos == NULL)
-			return -1;
+			goto fail;
 		for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
 			X509_INFO *xi = sk_X509_INFO_value(infos, i);
 			if (pass == 0 && xi->x509 != NULL) {
-				if (!X509_STORE_add_cert(g->ca, xi->x509))
+				if (!X509_STORE_add_cert(st, xi->x509))
 					ERR_clear_error();  /* a duplicate in the bundle */
 				ncert++;
 			}
-			if (pass == 1 && xi->crl != NULL && X509_STORE_add_crl(g->ca, xi->crl))
-				g->has_crl = 1;
+			if (pass == 1 && xi->crl != NULL && X509_STORE_add_crl(st, xi->crl))
+				has_crl = 1;
 		}
 		sk_X509_INFO_pop_free(infos, X509_INFO_free);
 	}
-	if (g->has_crl)
-		X509_STORE_set_flags(g->ca, X509_V_FLAG_CRL_CHECK);
-	return ncert > 0 ? 0 : -1;
+	if (has_crl)
+		X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+	if (ncert == 0)
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	X509_STORE_free(st);
+	return -1;
+}
+
+static int
+tls_gen_store(struct tls_gen *g, const char *ca, size_t ca_len, const char *crl,
+    size_t crl_len)
+{
+	if (tls_trust_store(ca, ca_len, crl, crl_len, &g->ca) == -1)
+		return -1;
+	g->has_crl = g->ca != NULL && crl_len > 0;
+	return 0;
 }
 
 struct tls_gen *

@@ -18,12 +18,15 @@
 
 #include <openssl/async.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include "cli/cli.h"
 #include "common/child.h"
+#include "common/fips.h"
 #include "common/limits.h"
 #include "common/log.h"
+#include "worker/connector.h"
 #include "worker/keyd_client.h"
 #include "worker/keyd_provider.h"
 #include "worker/tls_bio.h"
@@ -87,23 +90,59 @@ worker_terminate_generation(struct tls_gen *g, enum conn_end why)
 }
 
 void
-worker_install_generation(uint16_t identity, struct tls_gen *g)
+worker_install_trust(struct wk_trust *t, const struct ipc_trust *m, X509_STORE *store)
 {
-	struct wk_identity *id = &wk->ids[identity];
+	/* Contexts built with the old store hold their own reference to it. */
+	X509_STORE_free(t->store);
+	t->store = store;
+	t->generation = m->generation;
+	memcpy(t->digest, m->digest, sizeof(t->digest));
+}
 
-	/* keyd re-sends what we already have after it restarts: nothing changes then. */
-	if (id->cur != NULL && CRYPTO_memcmp(id->cur->digest, g->digest, 32) == 0 &&
-	    CRYPTO_memcmp(id->cur->key_id, g->key_id, IPC_KEY_ID_LEN) == 0) {
-		tls_gen_unref(g);
-		return;
+static int
+worker_material_trust(EVP_MD_CTX *md, const char *kind, const char *name, size_t index,
+    const struct wk_trust *t, const struct tls_gen *g)
+{
+	uint32_t tag = (uint32_t)index | (kind[0] == 'l' ? 0x4c000000u : 0x43000000u);
+
+	/* keyd sends a section's trust right before the generation it belongs to. */
+	if (t->generation != g->generation) {
+		log_warnx("%s %s: its CA/CRL for generation %u did not arrive", kind, name,
+		    g->generation);
+		return 0;
 	}
-	if (id->prev != NULL) {
-		/* At most two generations: the oldest one's connections end now. */
-		worker_terminate_generation(id->prev, END_REVOKED);
-		tls_gen_unref(id->prev);
-	}
-	id->prev = id->cur;
-	id->cur = g;
+	return EVP_DigestUpdate(md, &tag, sizeof(tag)) &&
+	    EVP_DigestUpdate(md, t->digest, sizeof(t->digest));
+}
+
+/* What g is made of: keyd's chain, CA and CRL, and the trust of the identity's sections. */
+static int
+worker_material(uint16_t identity, struct tls_gen *g)
+{
+	const struct config *cfg = wk->cfg;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+	    EVP_DigestUpdate(md, g->digest, sizeof(g->digest));
+
+	for (size_t i = 0; ok && i < cfg->n_listeners; i++)
+		if ((size_t)cfg->listeners[i].identity == identity &&
+		    wk_trust_own(cfg->listeners[i].ca, cfg->listeners[i].crl))
+			ok = worker_material_trust(md, "listener", cfg->listeners[i].name, i,
+			    &wk->listeners[i].trust, g);
+	for (size_t i = 0; ok && i < cfg->n_connectors; i++)
+		if ((size_t)cfg->connectors[i].identity == identity &&
+		    wk_trust_own(cfg->connectors[i].ca, cfg->connectors[i].crl))
+			ok = worker_material_trust(md, "connector", cfg->connectors[i].name, i,
+			    &wk->connectors[i].trust, g);
+	ok = ok && EVP_DigestFinal_ex(md, g->material, NULL);
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
+/* New contexts for every listener and connector of the identity, from generation g. */
+static void
+worker_build_contexts(uint16_t identity, struct tls_gen *g)
+{
 	for (size_t i = 0; i < wk->cfg->n_listeners; i++) {
 		struct wk_listener *l = &wk->listeners[i];
 		SSL_CTX *ctx;
@@ -135,6 +174,44 @@ worker_install_generation(uint16_t identity, struct tls_gen *g)
 		k->gen = g;
 		tls_gen_ref(g);
 	}
+}
+
+void
+worker_install_generation(uint16_t identity, struct tls_gen *g)
+{
+	struct wk_identity *id = &wk->ids[identity];
+
+	if (worker_material(identity, g) == -1) {
+		log_warnx("identity %s: generation %u not installed; keeping generation %u",
+		    id->cfg->name, g->generation, id->cur != NULL ? id->cur->generation : 0);
+		tls_gen_unref(g);
+		return;
+	}
+	/*
+	 * keyd re-sends what we already have after it restarts (and after a rotation that
+	 * changed nothing of this identity): the generation stays.  Should keyd number it
+	 * differently, keyd's number wins (status and revocation use it), with new contexts so
+	 * that session ids match those of workers started since.
+	 */
+	if (id->cur != NULL && CRYPTO_memcmp(id->cur->material, g->material, 32) == 0 &&
+	    CRYPTO_memcmp(id->cur->key_id, g->key_id, IPC_KEY_ID_LEN) == 0) {
+		if (id->cur->generation != g->generation) {
+			log_info("identity %s: generation %u is now numbered %u (keyd restarted)",
+			    id->cfg->name, id->cur->generation, g->generation);
+			id->cur->generation = g->generation;
+			worker_build_contexts(identity, id->cur);
+		}
+		tls_gen_unref(g);
+		return;
+	}
+	if (id->prev != NULL) {
+		/* At most two generations: the oldest one's connections end now. */
+		worker_terminate_generation(id->prev, END_REVOKED);
+		tls_gen_unref(id->prev);
+	}
+	id->prev = id->cur;
+	id->cur = g;
+	worker_build_contexts(identity, g);
 	log_info("identity %s: generation %u in use", id->cfg->name, g->generation);
 }
 
@@ -253,6 +330,8 @@ worker_signals(void)
 	int fd;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Rotation is keyd's business: a stray `pkill -HUP redoubt` must not end a worker. */
+	signal(SIGHUP, SIG_IGN);
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
@@ -317,10 +396,13 @@ worker_cleanup(void)
 		SSL_CTX_free(wk->listeners[i].ctx);
 		tls_gen_unref(wk->listeners[i].gen);
 		free(wk->listeners[i].alpn_wire);
+		X509_STORE_free(wk->listeners[i].trust.store);
 	}
 	for (size_t i = 0; i < cfg->n_connectors; i++) {
+		connector_stop(&wk->connectors[i]);
 		SSL_CTX_free(wk->connectors[i].ctx);
 		tls_gen_unref(wk->connectors[i].gen);
+		X509_STORE_free(wk->connectors[i].trust.store);
 	}
 	for (size_t i = 0; i < cfg->n_identities; i++) {
 		tls_gen_unref(wk->ids[i].cur);
@@ -339,7 +421,7 @@ worker_cleanup(void)
 int
 worker_main(int argc, char **argv)
 {
-	char proc[32];
+	char proc[32], ferr[FIPS_ERR_MAX];
 	struct rlimit nocore = { 0, 0 };
 	unsigned long idx;
 	char *end;
@@ -362,8 +444,12 @@ worker_main(int argc, char **argv)
 	/* Session keys live here: no core dumps, no ptrace by the same user. */
 	if (prctl(PR_SET_DUMPABLE, 0) == -1 || setrlimit(RLIMIT_CORE, &nocore) == -1)
 		fatal("worker: PR_SET_DUMPABLE / RLIMIT_CORE");
-	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1 ||
-	    keyd_provider_load() == -1 || tls_bio_init() == -1)
+	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1)
+		fatalx("worker: OpenSSL initialisation failed");
+	/* FIPS mode: fips + base before the keyd provider, which then keeps fips=yes. */
+	if (fips_enable(wk->cfg, ferr, sizeof(ferr)) == -1)
+		fatalx("worker: %s", ferr);
+	if (keyd_provider_load() == -1 || tls_bio_init() == -1)
 		fatalx("worker: OpenSSL initialisation failed");
 	if (!ASYNC_init_thread(ASYNC_JOBS_MAX, 0))
 		fatalx("worker: ASYNC_init_thread failed");

@@ -29,19 +29,36 @@ struct tls_gen {
 	EVP_PKEY         *key;            /* keyd provider handle */
 	X509_STORE       *ca;             /* NULL when no CA was configured */
 	int               has_crl;
-	uint8_t           digest[32];     /* of the material keyd sent: same digest, same generation */
+	uint8_t           digest[32];     /* of the chain, CA and CRL keyd sent */
+	uint8_t           material[32];   /* digest + the trust of the identity's sections with
+	                                     their own CA/CRL: same material, same generation */
 	unsigned          conns;          /* connections whose TLS side uses this generation */
+};
+
+/* PEM parts being received from keyd, for one identity, listener or connector. */
+struct pem_asm {
+	uint32_t         gen;
+	char            *buf[IPC_PEM_KIND_MAX];
+	uint32_t         total[IPC_PEM_KIND_MAX];
+	uint32_t         got[IPC_PEM_KIND_MAX];
+};
+
+/*
+ * A listener's or connector's own CA bundle and CRL (config `ca` / `crl`), which keyd sends
+ * before the identity generation they belong to.  The store replaces the identity's.
+ */
+struct wk_trust {
+	X509_STORE      *store;           /* NULL: no CA (tls-mode require only) */
+	uint32_t         generation;      /* of the identity; 0: nothing received yet */
+	uint8_t          digest[32];
+	struct pem_asm   pem;
 };
 
 struct wk_identity {
 	const struct config_identity *cfg;
 	struct tls_gen  *cur;
 	struct tls_gen  *prev;
-	/* PEM parts of a generation being received from keyd */
-	uint32_t         asm_gen;
-	char            *asm_buf[IPC_PEM_KIND_MAX];
-	uint32_t         asm_total[IPC_PEM_KIND_MAX];
-	uint32_t         asm_got[IPC_PEM_KIND_MAX];
+	struct pem_asm   pem;             /* a generation being received from keyd */
 };
 
 struct wk_listener {
@@ -52,6 +69,7 @@ struct wk_listener {
 	struct tls_gen  *gen;             /* the generation ctx was built from */
 	uint8_t         *alpn_wire;       /* offered protocols, wire format */
 	size_t           alpn_wire_len;
+	struct wk_trust  trust;           /* used when the listener has its own ca or crl */
 	unsigned         conns;
 };
 
@@ -63,6 +81,8 @@ struct wk_connector {
 	struct tls_gen  *gen;
 	struct sockaddr_storage peer;     /* the dialled address, resolved at start-up */
 	socklen_t        peer_len;        /* 0: not resolved (connections fail) */
+	struct wk_trust  trust;           /* used when the connector has its own ca or crl */
+	struct connector_peer *peers;     /* connector.h: backoff and session per peer */
 	unsigned         conns;
 };
 
@@ -112,6 +132,15 @@ struct tls_gen *tls_gen_new(uint16_t identity, const struct ipc_generation *g,
     const char *crl, size_t crl_len);
 void tls_gen_ref(struct tls_gen *g);
 void tls_gen_unref(struct tls_gen *g);
+/* A CA store from PEM (CRLs added and checked when crl_len > 0); NULL with ca_len == 0. */
+int  tls_trust_store(const char *ca, size_t ca_len, const char *crl, size_t crl_len,
+    X509_STORE **out);
+/* 1 when the listener or connector section sets its own ca or crl. */
+static inline int
+wk_trust_own(const char *ca, const char *crl)
+{
+	return ca[0] != '\0' || crl[0] != '\0';
+}
 
 /* tls_ctx.c: contexts for listeners (server) and connectors (client). */
 SSL_CTX *tls_ctx_listener(const struct config *cfg, struct wk_listener *l, struct tls_gen *g);
@@ -119,6 +148,7 @@ SSL_CTX *tls_ctx_connector(const struct config *cfg, struct wk_connector *k, str
 
 /* worker.c */
 void worker_install_generation(uint16_t identity, struct tls_gen *g);
+void worker_install_trust(struct wk_trust *t, const struct ipc_trust *m, X509_STORE *store);
 void worker_revoke(uint16_t identity, uint32_t generation);
 void worker_set_tickets(const struct ipc_ticket_keys *tk);
 void worker_fill_stats(struct ipc_stats *st);

@@ -119,6 +119,7 @@ static const struct {
 	{ IPC_TICKET_KEYS, 1 }, { IPC_AUDIT, 0 }, { IPC_AUDIT, 1 }, { IPC_PING, 0 }, { IPC_PONG, 0 },
 	{ IPC_REVOKE, 0 }, { IPC_STATS_REQ, 0 }, { IPC_STATS, 0 }, { IPC_STATS, 1 },
 	{ IPC_ADMISSION, 0 }, { IPC_CHANNEL, 0 }, { IPC_CHILD_EVENT, 0 }, { IPC_GENERATION, 1 },
+	{ IPC_PEM_CHUNK, 2 }, { IPC_TRUST, 0 },
 };
 
 /* Fills *m with built-in seed i; 0 past the end. */
@@ -156,6 +157,8 @@ fuzz_seed(int i, struct ipc_msg *m)
 	case IPC_PEM_CHUNK:
 		m->u.pem_chunk.identity = 1;
 		m->u.pem_chunk.kind = v == 0 ? IPC_PEM_CHAIN : IPC_PEM_CRL;
+		/* v 2: a listener's own CRL */
+		m->u.pem_chunk.scope = v == 2 ? IPC_SCOPE_LISTENER : IPC_SCOPE_IDENTITY;
 		m->u.pem_chunk.generation = 3;
 		m->u.pem_chunk.total = 4000;
 		m->u.pem_chunk.offset = v == 0 ? 0 : 4000 - IPC_CHUNK_MAX;
@@ -175,6 +178,14 @@ fuzz_seed(int i, struct ipc_msg *m)
 			memcpy(m->u.generation.name, "node", 5);
 		else    /* the longest name: 63 characters and its terminator */
 			memset(m->u.generation.name, 'n', IPC_NAME_MAX - 1);
+		break;
+	case IPC_TRUST:
+		m->u.trust.scope = IPC_SCOPE_CONNECTOR;
+		m->u.trust.index = 2;
+		m->u.trust.generation = 2;
+		m->u.trust.ca_len = 1000;
+		m->u.trust.crl_len = 3000;
+		fuzz_fill(m->u.trust.digest, sizeof(m->u.trust.digest), 10);
 		break;
 	case IPC_TICKET_KEYS:
 		m->u.ticket_keys.count = v + 1;

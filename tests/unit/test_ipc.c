@@ -114,6 +114,46 @@ mk_pem_max(struct ipc_msg *m)
 	fill(m->u.pem_chunk.data, IPC_CHUNK_MAX, 17);
 }
 
+/* A listener's own CA bundle, and a connector's CRL at the highest index. */
+static void
+mk_pem_listener(struct ipc_msg *m)
+{
+	mk_pem(m);
+	m->u.pem_chunk.scope = IPC_SCOPE_LISTENER;
+	m->u.pem_chunk.identity = CONFIG_LISTENERS_MAX - 1;
+}
+
+static void
+mk_pem_connector(struct ipc_msg *m)
+{
+	mk_pem(m);
+	m->u.pem_chunk.scope = IPC_SCOPE_CONNECTOR;
+	m->u.pem_chunk.identity = CONFIG_CONNECTORS_MAX - 1;
+	m->u.pem_chunk.kind = IPC_PEM_CRL;
+}
+
+static void
+mk_trust(struct ipc_msg *m)
+{
+	ipc_msg_init(m, IPC_TRUST, 16);
+	m->u.trust.scope = IPC_SCOPE_LISTENER;
+	m->u.trust.index = CONFIG_LISTENERS_MAX - 1;
+	m->u.trust.generation = 0x01020304;
+	m->u.trust.ca_len = 4321;
+	m->u.trust.crl_len = PEM_SIZE_MAX;
+	fill(m->u.trust.digest, sizeof(m->u.trust.digest), 41);
+}
+
+static void
+mk_trust_connector(struct ipc_msg *m)
+{
+	mk_trust(m);
+	m->u.trust.scope = IPC_SCOPE_CONNECTOR;
+	m->u.trust.index = 0;
+	m->u.trust.ca_len = 0;
+	m->u.trust.crl_len = 0;
+}
+
 static void
 mk_generation(struct ipc_msg *m)
 {
@@ -223,6 +263,8 @@ static const struct { mk_fn mk; uint32_t body_len; } valid[] = {
 	{ mk_sign, 36 + 130 }, { mk_sign_min, 36 + 1 }, { mk_sign_max, 36 + IPC_TBS_MAX },
 	{ mk_sign_ok, 4 + 72 }, { mk_sign_ok_min, 4 + 1 }, { mk_sign_ok_max, 4 + IPC_SIG_MAX },
 	{ mk_pem, 20 + 100 }, { mk_pem_max, 20 + IPC_CHUNK_MAX },
+	{ mk_pem_listener, 20 + 100 }, { mk_pem_connector, 20 + 100 },
+	{ mk_trust, 52 }, { mk_trust_connector, 52 },
 	{ mk_generation, 156 }, { mk_generation_rsa, 156 },
 	{ mk_ticket1, 184 }, { mk_ticket2, 184 },
 	{ mk_audit, 4 + 40 }, { mk_audit_min, 4 + 2 }, { mk_audit_max, 4 + IPC_AUDIT_MAX },
@@ -285,6 +327,8 @@ test_wire_layout(void **state)
 	static const uint8_t ping[] = { 1, 0, 10, 0, 0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1 };
 	static const uint8_t err_body[] = { 4, 0, 0, 0 };
 	static const uint8_t rev_body[] = { 0x34, 0x12, 0, 0, 0x78, 0x56, 0x34, 0x12 };
+	static const uint8_t trust_head[] = { IPC_SCOPE_LISTENER, 0, CONFIG_LISTENERS_MAX - 1, 0,
+	    4, 3, 2, 1 };
 	uint8_t buf[IPC_FRAME_MAX];
 	struct ipc_msg m;
 
@@ -306,6 +350,15 @@ test_wire_layout(void **state)
 	assert_int_equal(ipc_encode(&m, buf, sizeof(buf)), 24);
 	assert_int_equal(buf[16], 0x1234 % CONFIG_IDENTITIES_MAX);
 	assert_memory_equal(buf + 18, rev_body + 2, 6);
+
+	/* TRUST: scope, a reserved byte, then the index; a PEM_CHUNK's scope is its byte 3. */
+	mk_trust(&m);
+	assert_int_equal(ipc_encode(&m, buf, sizeof(buf)), 16 + 52);
+	assert_memory_equal(buf + 16, trust_head, sizeof(trust_head));
+	mk_pem_connector(&m);
+	assert_true(ipc_encode(&m, buf, sizeof(buf)) > 16 + 20);
+	assert_int_equal(buf[16 + 2], IPC_PEM_CRL);
+	assert_int_equal(buf[16 + 3], IPC_SCOPE_CONNECTOR);
 }
 
 static void
@@ -358,7 +411,7 @@ test_version(void **state)
 static void
 test_unknown_type(void **state)
 {
-	static const uint16_t bad[] = { 0, 16, 17, 31, IPC_TYPE_MAX, 0x100, 0xffff };
+	static const uint16_t bad[] = { 0, 17, 18, 31, IPC_TYPE_MAX, 0x100, 0xffff };
 	uint8_t buf[IPC_FRAME_MAX];
 	struct ipc_msg m, d;
 	int n = encode_ok(mk_hello, buf, &m);
@@ -434,10 +487,20 @@ static const struct {
 	{ mk_err, 0, 2, 0, -1 }, { mk_err, 0, 2, IPC_ERR_CODE_MAX, -1 }, { mk_err, 0, 2, 0xffff, -1 },
 	{ mk_err, 2, 2, 0x100, -1 },
 	{ mk_pem, 0, 2, CONFIG_IDENTITIES_MAX, -1 }, { mk_pem, 2, 1, 0, -1 },
-	{ mk_pem, 2, 1, IPC_PEM_KIND_MAX, -1 }, { mk_pem, 3, 1, 1, -1 }, { mk_pem, 4, 4, 0, -1 },
+	{ mk_pem, 2, 1, IPC_PEM_KIND_MAX, -1 }, { mk_pem, 3, 1, IPC_SCOPE_MAX, -1 },
+	{ mk_pem, 3, 1, 0xff, -1 }, { mk_pem, 4, 4, 0, -1 },
 	{ mk_pem, 8, 4, PEM_SIZE_MAX + 1, -1 }, { mk_pem, 12, 4, 5000 - 100 + 1, -1 },
 	{ mk_pem, 12, 4, UINT32_MAX, -1 }, { mk_pem, 16, 2, 0, 20 },
 	{ mk_pem_max, 16, 2, IPC_CHUNK_MAX + 1, 20 + IPC_CHUNK_MAX + 1 }, { mk_pem, 18, 2, 1, -1 },
+	{ mk_pem_listener, 0, 2, CONFIG_LISTENERS_MAX, -1 },
+	{ mk_pem_listener, 2, 1, IPC_PEM_CHAIN, -1 },
+	{ mk_pem_connector, 0, 2, CONFIG_CONNECTORS_MAX, -1 },
+	{ mk_pem_connector, 2, 1, IPC_PEM_CHAIN, -1 },
+	{ mk_trust, 0, 1, IPC_SCOPE_IDENTITY, -1 }, { mk_trust, 0, 1, IPC_SCOPE_MAX, -1 },
+	{ mk_trust, 1, 1, 1, -1 }, { mk_trust, 2, 2, CONFIG_LISTENERS_MAX, -1 },
+	{ mk_trust_connector, 2, 2, CONFIG_CONNECTORS_MAX, -1 }, { mk_trust, 4, 4, 0, -1 },
+	{ mk_trust, 8, 4, PEM_SIZE_MAX + 1, -1 }, { mk_trust, 12, 4, PEM_SIZE_MAX + 1, -1 },
+	{ mk_trust, 48, 4, 1, -1 },
 	{ mk_generation, 0, 2, CONFIG_IDENTITIES_MAX, -1 }, { mk_generation, 2, 2, 0, -1 },
 	{ mk_generation, 2, 2, IPC_KEY_TYPE_MAX, -1 }, { mk_generation, 2, 2, IPC_KEY_EC_P384, -1 },
 	{ mk_generation, 2, 2, IPC_KEY_RSA, -1 }, { mk_generation, 4, 4, 0, -1 },
@@ -537,6 +600,16 @@ bad_struct(int i, struct ipc_msg *m)
 	case 44: mk_revoke(m); m->u.revoke.identity = CONFIG_IDENTITIES_MAX; break;
 	case 45: mk_sign(m); m->u.sign.tbs_len = UINT16_MAX; break;
 	case 46: mk_stats(m); m->u.stats.n = UINT32_MAX; break;
+	case 47: mk_pem(m); m->u.pem_chunk.scope = IPC_SCOPE_MAX; break;
+	case 48: mk_pem_listener(m); m->u.pem_chunk.kind = IPC_PEM_CHAIN; break;
+	case 49: mk_pem_listener(m); m->u.pem_chunk.identity = CONFIG_LISTENERS_MAX; break;
+	case 50: mk_pem_connector(m); m->u.pem_chunk.identity = CONFIG_CONNECTORS_MAX; break;
+	case 51: mk_trust(m); m->u.trust.scope = IPC_SCOPE_IDENTITY; break;
+	case 52: mk_trust(m); m->u.trust.index = CONFIG_LISTENERS_MAX; break;
+	case 53: mk_trust(m); m->u.trust.generation = 0; break;
+	case 54: mk_trust(m); m->u.trust.ca_len = PEM_SIZE_MAX + 1; break;
+	case 55: mk_trust(m); m->u.trust.crl_len = UINT32_MAX; break;
+	case 56: mk_trust(m); m->u.trust.flags = 2; break;
 	default: return 0;
 	}
 	return 1;

@@ -663,7 +663,9 @@ test_key_types(void **state)
 	    "key type ED25519 is not supported");
 	load_fails("p521.crt", "p521.key", NULL, NULL, NULL, "secp521r1", "not supported");
 	load_fails("p256.crt", "tpm:/etc/redoubt/node.tpmkey", NULL, NULL, NULL,
-	    "tpm:/etc/redoubt/node.tpmkey", "TPM keys are not supported by this build yet");
+	    "TPM key blob /etc/redoubt/node.tpmkey", "cannot open");
+	load_fails("p256.crt", "tpm:/dev/null", NULL, NULL, NULL, "TPM key blob /dev/null",
+	    "not a regular file");
 	load_fails("p256.crt", "/", NULL, NULL, NULL, "not a regular file", NULL);
 }
 
