@@ -346,8 +346,24 @@ writer_checkpoint(struct audit_writer *w)
 static int
 writer_open_fd(const char *path, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, AUDIT_LOG_MODE);
+	const int flags = O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+	int fd = open(path, flags);
 
+	/*
+	 * A new file gets its mode set explicitly: keyd runs with umask 077, and the log is
+	 * meant to be readable by the log group (logrotate, the auditor's tools).
+	 */
+	if (fd == -1 && errno == ENOENT) {
+		fd = open(path, flags | O_CREAT | O_EXCL, AUDIT_LOG_MODE);
+		if (fd >= 0 && fchmod(fd, AUDIT_LOG_MODE) == -1) {
+			snprintf(err, errlen, "cannot set the mode of audit log %s: %s", path,
+			    strerror(errno));
+			close(fd);
+			return -1;
+		}
+		if (fd == -1 && errno == EEXIST)
+			fd = open(path, flags);   /* created meanwhile by someone else: just open it */
+	}
 	if (fd == -1)
 		snprintf(err, errlen, "cannot open audit log %s: %s", path, strerror(errno));
 	return fd;

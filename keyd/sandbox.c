@@ -65,7 +65,7 @@ static const char *const keyd_allowed[] = {
 	"read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close", "fcntl",
 	"open", "openat", "fstat", "stat", "lstat", "newfstatat", "statx", "access",
 	"faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "fsync", "fdatasync",
-	"ftruncate", "rename", "renameat", "renameat2", "unlink", "unlinkat", "umask",
+	"ftruncate", "fchmod", "rename", "renameat", "renameat2", "unlink", "unlinkat", "umask",
 	"inotify_init1", "inotify_add_watch", "inotify_rm_watch",
 	/* Worker channels, the supervisor channel, the control socket (inherited, listening),
 	 * syslog's already connected socket. */
@@ -210,8 +210,10 @@ keyd_sandbox_threads(void)
 	FILE *f = fopen("/proc/self/status", "re");
 
 	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-		if (sscanf(line, "Threads: %u", &threads) == 1)
+		if (strncmp(line, "Threads:", 8) == 0) {
+			threads = (unsigned)strtoul(line + 8, NULL, 10);
 			break;
+		}
 	if (f != NULL)
 		fclose(f);
 	if (threads > 1)

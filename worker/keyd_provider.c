@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/async.h>
 #include <openssl/core_dispatch.h>
@@ -360,11 +361,21 @@ kp_sig_init(void *vctx, const char *mdname, void *keydata, const OSSL_PARAM para
 static int
 kp_md_index(const char *mdname)
 {
+	/* The names libssl passes, answered without a fetch (a locked table walk) per handshake. */
+	static const char *const known[][3] = {
+		{ "SHA256", "SHA2-256", "SHA-256" },
+		{ "SHA384", "SHA2-384", "SHA-384" },
+		{ "SHA512", "SHA2-512", "SHA-512" },
+	};
 	EVP_MD *md;
 	int idx = -1;
 
 	if (mdname[0] == '\0')
 		return -1;
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			if (strcasecmp(mdname, known[i][j]) == 0)
+				return i;
 	md = EVP_MD_fetch(NULL, mdname, NULL);
 	if (md == NULL)
 		return -1;

@@ -693,7 +693,9 @@ allow    = dns:client
         print("\n".join("      " + x for x in tail(log_path, 12).splitlines()))
 
     def build_helper(self):
-        out = os.path.join(TOP, "build", "pkgtest")
+        # In the work directory under /run: the emulated PrivateTmp/ProtectHome hide a
+        # checkout that lives in /tmp or /root.
+        out = os.path.join(self.work, "helper")
         os.makedirs(out, exist_ok=True)
         helper = os.path.join(out, "seccomp_exec")
         run(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", helper,
