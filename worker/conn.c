@@ -715,6 +715,8 @@ conn_pump(struct conn *c)
 	} while (progress);
 
 	if (cl->failed) {
+		if (c->end_detail == NULL)
+			c->end_detail = cl->errmsg;
 		conn_close(c, END_CLIENT_ERROR);
 		return;
 	}

@@ -51,6 +51,7 @@ struct side {
 	unsigned       writable:1;
 	unsigned       hup:1;        /* epoll saw the peer's FIN/HUP: read until EOF, not to a short read */
 	unsigned       eof:1;        /* peer finished sending */
+	unsigned       raw_eof:1;    /* TLS: the socket read returned 0 (BIO_CTRL_EOF) */
 	unsigned       shut:1;       /* we finished sending */
 	unsigned       failed:1;     /* an error ended this side (errmsg says which) */
 	unsigned       registered:1; /* in epoll */

@@ -37,6 +37,8 @@ tls_bio_read(BIO *b, char *buf, size_t len, size_t *done)
 		s->readable = 0;
 		BIO_set_retry_read(b);
 	}
+	if (n == 0)
+		s->raw_eof = 1;
 	*done = 0;
 	return 0;
 }
@@ -68,9 +70,14 @@ tls_bio_write(BIO *b, const char *buf, size_t len, size_t *done)
 static long
 tls_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
+	struct side *s = BIO_get_data(b);
+
 	switch (cmd) {
 	case BIO_CTRL_FLUSH:
 		return 1;   /* nothing is buffered here */
+	case BIO_CTRL_EOF:
+		/* libssl asks this to tell a FIN (SSL_OP_IGNORE_UNEXPECTED_EOF) from an error. */
+		return s != NULL && s->raw_eof;
 	default:
 		return 0;
 	}

@@ -57,7 +57,7 @@ def build_config(dir, certs, backend, port, *, workers=2, tls_mode="require", al
 class Stack:
     def __init__(self, env, key_type="p256", tls_mode="require", allow=(), workers=2,
                  listener_extra=None, global_extra=None, keyd_timeout="1s",
-                 probe_client="app", probe_version=None, redis_extra=()):
+                 probe_client="app", probe_version=None, redis_extra=(), identity_extra=None):
         self.env = env
         self.certs = env.certs(key_type)
         self.key_type = key_type
@@ -69,7 +69,7 @@ class Stack:
         self.config = build_config(self.dir, self.certs, f"unix:{self.redis.sock}", self.port,
                                    workers=workers, tls_mode=tls_mode, allow=allow,
                                    listener_extra=listener_extra, global_extra=global_extra,
-                                   keyd_timeout=keyd_timeout)
+                                   identity_extra=identity_extra, keyd_timeout=keyd_timeout)
         probe_ctx = self.ctx(probe_client, max_version=probe_version)
         self.redoubt = Redoubt(env.bin, self.dir, self.config, self.port, probe_ctx=probe_ctx,
                                workers=workers)
