@@ -149,7 +149,8 @@ supsbx_io_cb(struct ev_io *io, uint32_t events)
 static int
 supsbx_open_netlink(void)
 {
-	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1u << (SUPSBX_NLGRP_READLOG - 1) };
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
+	    .nl_groups = 1u << (SUPSBX_NLGRP_READLOG - 1) };
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_AUDIT);
 
 	if (fd == -1)

@@ -29,7 +29,7 @@ static const int sbx_sockopt_denied_socket[] = {
 	SO_ATTACH_FILTER, SO_ATTACH_BPF, SO_ATTACH_REUSEPORT_CBPF, SO_ATTACH_REUSEPORT_EBPF,
 	SO_BINDTODEVICE, SO_BINDTOIFINDEX,
 };
-/* IPPROTO_TCP options that load an upper-layer protocol (kTLS, MPTCP ULPs) or need CAP_NET_ADMIN. */
+/* IPPROTO_TCP options that load an upper-layer protocol (kTLS ULP) or need CAP_NET_ADMIN. */
 static const int sbx_sockopt_denied_tcp[] = { TCP_ULP, TCP_REPAIR, TCP_REPAIR_QUEUE,
 	TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW, TCP_QUEUE_SEQ, TCP_MD5SIG, TCP_MD5SIG_EXT };
 

@@ -52,7 +52,7 @@ def _closed_by_server(s):
         return s.recv(1, socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
-    except (ConnectionResetError, ConnectionAbortedError):
+    except (ConnectionResetError, ConnectionAbortedError, ConnectionRefusedError):
         return True
 
 
