@@ -108,10 +108,11 @@ install: $(BUILD)/redoubt
 deb:
 	packaging/build-deb.sh
 
-# The unit's exposure score is 2.2 today (2.3 with the TPM drop-in) (one root supervisor switching users); issue 9 asks
+# The unit's exposure score is 2.3 today (2.5 with the TPM drop-in): one root supervisor that
+# switches users and reads the kernel audit log to name seccomp kills.  Issue 9 asks
 # for <= 1.5, which needs the keyd / worker unit split.  The test enforces today's bound so
 # it cannot get worse while that work is pending.
-REDOUBT_SECURITY_MAX ?= 2.3
+REDOUBT_SECURITY_MAX ?= 2.5
 test-package:
 	REDOUBT_SECURITY_MAX=$(REDOUBT_SECURITY_MAX) /usr/bin/python3 tests/package/test_package.py
 

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <seccomp.h>
 #include <openssl/evp.h>
 
 #include "audit/events.h"
@@ -27,6 +28,7 @@
 #include "common/child.h"
 #include "common/fips.h"
 #include "common/log.h"
+#include "common/seccomp_util.h"
 #include "keyd/sandbox.h"
 #include "keyd/tpm.h"
 
@@ -106,9 +108,11 @@ keyd_child_event(const struct ipc_child_event *ce)
 		json_object_set_new(f, "worker_index", json_integer(ce->child - 1));
 	if (ce->kind == IPC_CHILD_EXITED) {
 		if (ce->syscall >= 0) {
+			char name[32];
+			sbx_syscall_name(seccomp_arch_native(), ce->syscall, name, sizeof(name));
 			json_object_set_new(f, "syscall", json_integer(ce->syscall));
-			snprintf(reason, sizeof(reason), "killed by the sandbox (syscall %d)",
-			    ce->syscall);
+			json_object_set_new(f, "syscall_name", json_string(name));
+			snprintf(reason, sizeof(reason), "killed by the sandbox (syscall %s)", name);
 			keyd_audit(AUDIT_SANDBOX_VIOLATION, AUDIT_WORKER_NONE, "failure", reason, f);
 		}
 		snprintf(reason, sizeof(reason), "exited with status %d", ce->status);

@@ -37,6 +37,9 @@
 #define CONN_BACKEND_DOWN_REPLY "-ERR redoubt: backend unavailable\r\n"
 #define CONN_CLOSING_TIMEOUT_MS 30000 /* a peer that will not read our last bytes is dropped */
 #define TLS_RECORD_HANDSHAKE   0x16   /* first byte of every TLS ClientHello record */
+#define CONN_LIMIT_LOG_MS      1000   /* at most one log line a second per kind of limit hit */
+
+static uint64_t conn_timeout_logged_ms, conn_idle_logged_ms;
 
 static const char *const conn_end_names[END_MAX] = {
 	[END_NONE] = "none",
@@ -794,8 +797,13 @@ conn_timer_cb(struct ev_timer *t)
 	case CONN_PEEK:
 	case CONN_HANDSHAKE:
 		wk->stats.handshake_timeouts++;
-		log_info("%s: handshake with %s timed out", c->listener ? c->listener->cfg->name :
-		    c->connector->cfg->name, c->peer_str);
+		/* A slow-loris flood must not become a log flood: one line a second, with a count. */
+		if (wk->loop.now_ms - conn_timeout_logged_ms >= CONN_LIMIT_LOG_MS) {
+			log_info("%s: handshake with %s timed out (%llu so far)", c->listener ?
+			    c->listener->cfg->name : c->connector->cfg->name, c->peer_str,
+			    (unsigned long long)wk->stats.handshake_timeouts);
+			conn_timeout_logged_ms = wk->loop.now_ms;
+		}
 		conn_audit_handshake(c, 0, "handshake timeout");
 		conn_close(c, END_HANDSHAKE_TIMEOUT);
 		break;
@@ -807,6 +815,13 @@ conn_timer_cb(struct ev_timer *t)
 			break;
 		if (wk->loop.now_ms - c->last_active_ms >= wk->cfg->idle_timeout_ms) {
 			wk->stats.idle_timeouts++;
+			if (wk->loop.now_ms - conn_idle_logged_ms >= CONN_LIMIT_LOG_MS) {
+				log_info("%s: closing %s, idle for %u ms (%llu so far)", c->listener ?
+				    c->listener->cfg->name : c->connector->cfg->name, c->peer_str,
+				    wk->cfg->idle_timeout_ms,
+				    (unsigned long long)wk->stats.idle_timeouts);
+				conn_idle_logged_ms = wk->loop.now_ms;
+			}
 			conn_close(c, END_IDLE_TIMEOUT);
 		} else
 			evloop_timer_set(&wk->loop, &c->timer,

@@ -708,9 +708,10 @@ allow    = dns:client
         check(status.get("Uid", "").split()[:1] == ["0"], "supervisor runs as root")
         caps = int(status.get("CapBnd", "0"), 16)
         allowed = 0
-        for c in (10, 6, 7, 8, 5):   # NET_BIND_SERVICE, SETGID, SETUID, SETPCAP, KILL
+        # NET_BIND_SERVICE, SETGID, SETUID, SETPCAP, KILL, AUDIT_READ (naming seccomp kills)
+        for c in (10, 6, 7, 8, 5, 37):
             allowed |= 1 << c
-        check(caps & ~allowed == 0, "supervisor bounding set within the unit's five "
+        check(caps & ~allowed == 0, "supervisor bounding set within the unit's six "
               f"capabilities ({hex(caps)})", hex(caps))
         check(status.get("NoNewPrivs") == "1", "supervisor has NoNewPrivs")
         check(status.get("Seccomp") == "2", "supervisor runs under the unit's seccomp filter")
