@@ -446,23 +446,11 @@ sup_sig_cb(struct ev_io *io, uint32_t events)
 static void
 sup_signals(void)
 {
-	sigset_t set;
-	int fd;
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1, 0 };
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
 	signal(SIGPIPE, SIG_IGN);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
-	    (fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
+	if (evloop_add_signals(&sup->loop, &sup->sig_io, sigs, sup_sig_cb) == -1)
 		fatal("supervisor: signals");
-	sup->sig_io.fd = fd;
-	sup->sig_io.cb = sup_sig_cb;
-	if (evloop_add(&sup->loop, &sup->sig_io, EPOLLIN) == -1)
-		fatal("supervisor: epoll");
 }
 
 /* keyd must have loaded every key before any worker starts; its failure is the answer. */

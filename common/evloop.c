@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +71,24 @@ evloop_del(struct evloop *l, struct ev_io *io)
 	if (io->fd >= 0 && epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL) == -1 &&
 	    errno != ENOENT && errno != EBADF)
 		log_warn("evloop: epoll_ctl(DEL, %d)", io->fd);
+}
+
+int
+evloop_add_signals(struct evloop *l, struct ev_io *io, const int *sigs,
+    void (*cb)(struct ev_io *, uint32_t))
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	for (; *sigs != 0; sigs++)
+		sigaddset(&set, *sigs);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
+	    (fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
+		return -1;
+	io->fd = fd;
+	io->cb = cb;
+	return evloop_add(l, io, EPOLLIN);
 }
 
 /* --- timers: binary min-heap on when_ms, 1-based, each timer knows its slot --- */

@@ -66,6 +66,13 @@ void evloop_defer_init(struct ev_defer *d, void (*cb)(struct ev_defer *), void *
 void evloop_defer(struct evloop *l, struct ev_defer *d);
 void evloop_defer_cancel(struct evloop *l, struct ev_defer *d);
 
+/*
+ * Delivers the listed signals (0-terminated) through a signalfd registered with cb, instead
+ * of asynchronous handlers: they are blocked, then read by the loop like any event.
+ */
+int  evloop_add_signals(struct evloop *l, struct ev_io *io, const int *sigs,
+    void (*cb)(struct ev_io *, uint32_t));
+
 /* One wait + dispatch + timers + deferred calls.  max_wait_ms < 0 waits for the next timer. */
 int  evloop_run_once(struct evloop *l, int max_wait_ms);
 /* Runs until evloop_stop(). */

@@ -45,7 +45,8 @@ static const struct keyd_permit {
 	{ IPC_PONG,  KW_READY, keyd_answer_pong },
 };
 
-static int
+/* Queues m for worker w; a queue that forms is flushed when the channel becomes writable. */
+int
 keyd_send(struct keyd_worker *w, const struct ipc_msg *m)
 {
 	int had = ipc_chan_has_queued(&w->chan);
@@ -59,7 +60,7 @@ keyd_send(struct keyd_worker *w, const struct ipc_msg *m)
 	return 0;
 }
 
-static int
+int
 keyd_send_err(struct keyd_worker *w, uint64_t req_id, uint16_t code)
 {
 	struct ipc_msg m;

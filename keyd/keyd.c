@@ -190,24 +190,14 @@ keyd_sig_cb(struct ev_io *io, uint32_t events)
 static int
 keyd_signals(void)
 {
-	sigset_t set;
-	int fd;
+	static const int sigs[] = { SIGTERM, SIGHUP, SIGUSR1, 0 };
 
 	signal(SIGPIPE, SIG_IGN);
 	/* A file-size limit on the audit log is a write error (fail closed), not a crash. */
 	signal(SIGXFSZ, SIG_IGN);
 	/* Ctrl-C reaches the whole process group; the supervisor decides, not us. */
 	signal(SIGINT, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR1);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
-	    (fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
-		return -1;
-	kd->sig_io.fd = fd;
-	kd->sig_io.cb = keyd_sig_cb;
-	return evloop_add(&kd->loop, &kd->sig_io, EPOLLIN);
+	return evloop_add_signals(&kd->loop, &kd->sig_io, sigs, keyd_sig_cb);
 }
 
 /* ---------- start and stop ---------- */

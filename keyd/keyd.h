@@ -107,6 +107,8 @@ void keyd_request_restart(unsigned worker, const char *why);
 void keyd_worker_attach(unsigned index, int fd);
 void keyd_worker_close(struct keyd_worker *w, const char *why);
 void keyd_broadcast(const struct ipc_msg *m);
+int  keyd_send(struct keyd_worker *w, const struct ipc_msg *m);
+int  keyd_send_err(struct keyd_worker *w, uint64_t req_id, uint16_t code);
 
 /* publish.c: what workers receive */
 int  keyd_publish_identity(struct keyd_worker *w, uint16_t index);

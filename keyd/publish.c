@@ -17,18 +17,6 @@
 #include "common/log.h"
 #include "keyd/keyd.h"
 
-/* Queues m; a queue that forms is flushed when the channel becomes writable. */
-static int
-keyd_publish_send(struct keyd_worker *w, const struct ipc_msg *m)
-{
-	if (ipc_chan_send(&w->chan, m, -1) != IPC_IO_OK)
-		return -1;
-	if (ipc_chan_has_queued(&w->chan) &&
-	    evloop_mod(&kd->loop, &w->io, EPOLLIN | EPOLLOUT) == -1)
-		return -1;
-	return 0;
-}
-
 static int
 keyd_publish_pem(struct keyd_worker *w, uint8_t scope, uint16_t index, uint32_t gen,
     uint8_t kind, const char *pem, size_t len)
@@ -46,7 +34,7 @@ keyd_publish_pem(struct keyd_worker *w, uint8_t scope, uint16_t index, uint32_t 
 		m.u.pem_chunk.offset = (uint32_t)off;
 		m.u.pem_chunk.len = (uint16_t)n;
 		memcpy(m.u.pem_chunk.data, pem + off, n);
-		if (keyd_publish_send(w, &m) == -1)
+		if (keyd_send(w, &m) == -1)
 			return -1;
 	}
 	return 0;
@@ -69,7 +57,7 @@ keyd_publish_trust(struct keyd_worker *w, uint8_t scope, uint16_t index, uint32_
 	if (keyd_publish_pem(w, scope, index, gen, IPC_PEM_CA, t->ca_pem, t->ca_len) == -1 ||
 	    keyd_publish_pem(w, scope, index, gen, IPC_PEM_CRL, t->crl_pem, t->crl_len) == -1)
 		return -1;
-	return keyd_publish_send(w, &m);
+	return keyd_send(w, &m);
 }
 
 /* Sent before the identity's GENERATION, so the worker builds its contexts with them. */
@@ -127,7 +115,7 @@ keyd_publish_identity(struct keyd_worker *w, uint16_t index)
 	    keyd_publish_pem(w, IPC_SCOPE_IDENTITY, index, k->generation, IPC_PEM_CRL,
 	    k->crl_pem, k->crl_len) == -1)
 		return -1;
-	return keyd_publish_send(w, &m);
+	return keyd_send(w, &m);
 }
 
 int
@@ -138,7 +126,7 @@ keyd_publish_tickets(struct keyd_worker *w)
 
 	ipc_msg_init(&m, IPC_TICKET_KEYS, 0);
 	m.u.ticket_keys = kd->tickets;
-	r = keyd_publish_send(w, &m);
+	r = keyd_send(w, &m);
 	OPENSSL_cleanse(&m, sizeof(m));
 	return r;
 }

@@ -235,29 +235,6 @@ tpm_thread_main(void *arg)
 
 /* ---- the main thread ----------------------------------------------------------------- */
 
-static int
-tpm_send(struct keyd_worker *w, const struct ipc_msg *m)
-{
-	int had = ipc_chan_has_queued(&w->chan);
-
-	if (ipc_chan_send(&w->chan, m, -1) != IPC_IO_OK)
-		return -1;
-	if (!had && ipc_chan_has_queued(&w->chan) &&
-	    evloop_mod(&kd->loop, &w->io, EPOLLIN | EPOLLOUT) == -1)
-		return -1;
-	return 0;
-}
-
-static int
-tpm_send_err(struct keyd_worker *w, uint64_t req_id, uint16_t code)
-{
-	struct ipc_msg e;
-
-	ipc_msg_init(&e, IPC_ERR, req_id);
-	e.u.err.code = code;
-	return tpm_send(w, &e);
-}
-
 static void
 tpm_answer(const struct tpm_job *j)
 {
@@ -291,7 +268,7 @@ tpm_answer(const struct tpm_job *j)
 		ipc_msg_init(&m, IPC_ERR, j->req_id);
 		m.u.err.code = IPC_ERR_INTERNAL;
 	}
-	if (tpm_send(w, &m) == -1)
+	if (keyd_send(w, &m) == -1)
 		keyd_worker_close(w, "cannot queue a message");
 	OPENSSL_cleanse(&m, sizeof(m));
 }
@@ -405,7 +382,7 @@ keyd_tpm_submit(struct keyd_worker *w, const struct ipc_msg *m, struct keyd_key 
 	if (!ts.running || key->tpm == NULL) {
 		log_warnx("worker %u: identity %s has a TPM key but the TPM signer is not running",
 		    w->index, ident);
-		return tpm_send_err(w, m->hdr.req_id, IPC_ERR_INTERNAL);
+		return keyd_send_err(w, m->hdr.req_id, IPC_ERR_INTERNAL);
 	}
 	pthread_mutex_lock(&ts.mu);
 	for (size_t i = 0; i < TPM_QUEUE_MAX && j == NULL; i++)
@@ -418,7 +395,7 @@ keyd_tpm_submit(struct keyd_worker *w, const struct ipc_msg *m, struct keyd_key 
 		f = json_pack("{s:s}", "identity", ident);
 		keyd_audit(AUDIT_RATE_LIMITED, (int)w->index, "failure", "TPM queue full", f);
 		json_decref(f);
-		return tpm_send_err(w, m->hdr.req_id, IPC_ERR_BUSY);
+		return keyd_send_err(w, m->hdr.req_id, IPC_ERR_BUSY);
 	}
 	memset(j, 0, sizeof(*j));
 	j->worker = w->index;
@@ -436,7 +413,7 @@ keyd_tpm_submit(struct keyd_worker *w, const struct ipc_msg *m, struct keyd_key 
 		pthread_mutex_unlock(&ts.mu);
 		ERR_clear_error();
 		log_warnx("worker %u: cannot hash the input for identity %s", w->index, ident);
-		return tpm_send_err(w, m->hdr.req_id, IPC_ERR_INTERNAL);
+		return keyd_send_err(w, m->hdr.req_id, IPC_ERR_INTERNAL);
 	}
 	j->dlen = mdlen;
 	j->key = tpm_key_ref(key->tpm);

@@ -37,9 +37,33 @@
 #define CONN_BACKEND_DOWN_REPLY "-ERR redoubt: backend unavailable\r\n"
 #define CONN_CLOSING_TIMEOUT_MS 30000 /* a peer that will not read our last bytes is dropped */
 #define TLS_RECORD_HANDSHAKE   0x16   /* first byte of every TLS ClientHello record */
-#define CONN_LIMIT_LOG_MS      1000   /* at most one log line a second per kind of limit hit */
+#define CONN_LIMIT_LOG_MS      1000   /* window of the log rate limit for limit hits */
+#define CONN_LIMIT_LOG_BURST   10     /* lines per window per kind; then one "suppressed" note */
 
-static uint64_t conn_timeout_logged_ms, conn_idle_logged_ms;
+/* A flood of limit hits (slow-loris) must not become a flood of log lines. */
+struct conn_log_limit {
+	uint64_t window_ms;
+	unsigned lines;
+};
+
+static struct conn_log_limit conn_timeout_log, conn_idle_log;
+
+/* 1 when this hit may be logged; logs the one "suppressed" note itself. */
+static int
+conn_log_allowed(struct conn_log_limit *ll, const char *what)
+{
+	if (wk->loop.now_ms - ll->window_ms >= CONN_LIMIT_LOG_MS) {
+		ll->window_ms = wk->loop.now_ms;
+		ll->lines = 0;
+	}
+	if (ll->lines < CONN_LIMIT_LOG_BURST) {
+		ll->lines++;
+		return 1;
+	}
+	if (ll->lines++ == CONN_LIMIT_LOG_BURST)
+		log_info("more %s this second: not logged (counted in status)", what);
+	return 0;
+}
 
 static const char *const conn_end_names[END_MAX] = {
 	[END_NONE] = "none",
@@ -797,13 +821,10 @@ conn_timer_cb(struct ev_timer *t)
 	case CONN_PEEK:
 	case CONN_HANDSHAKE:
 		wk->stats.handshake_timeouts++;
-		/* A slow-loris flood must not become a log flood: one line a second, with a count. */
-		if (wk->loop.now_ms - conn_timeout_logged_ms >= CONN_LIMIT_LOG_MS) {
+		if (conn_log_allowed(&conn_timeout_log, "handshake timeouts"))
 			log_info("%s: handshake with %s timed out (%llu so far)", c->listener ?
 			    c->listener->cfg->name : c->connector->cfg->name, c->peer_str,
 			    (unsigned long long)wk->stats.handshake_timeouts);
-			conn_timeout_logged_ms = wk->loop.now_ms;
-		}
 		conn_audit_handshake(c, 0, "handshake timeout");
 		conn_close(c, END_HANDSHAKE_TIMEOUT);
 		break;
@@ -815,13 +836,11 @@ conn_timer_cb(struct ev_timer *t)
 			break;
 		if (wk->loop.now_ms - c->last_active_ms >= wk->cfg->idle_timeout_ms) {
 			wk->stats.idle_timeouts++;
-			if (wk->loop.now_ms - conn_idle_logged_ms >= CONN_LIMIT_LOG_MS) {
+			if (conn_log_allowed(&conn_idle_log, "idle timeouts"))
 				log_info("%s: closing %s, idle for %u ms (%llu so far)", c->listener ?
 				    c->listener->cfg->name : c->connector->cfg->name, c->peer_str,
 				    wk->cfg->idle_timeout_ms,
 				    (unsigned long long)wk->stats.idle_timeouts);
-				conn_idle_logged_ms = wk->loop.now_ms;
-			}
 			conn_close(c, END_IDLE_TIMEOUT);
 		} else
 			evloop_timer_set(&wk->loop, &c->timer,

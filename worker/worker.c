@@ -326,21 +326,12 @@ worker_sig_cb(struct ev_io *io, uint32_t events)
 static int
 worker_signals(void)
 {
-	sigset_t set;
-	int fd;
+	static const int sigs[] = { SIGTERM, SIGINT, 0 };
 
 	signal(SIGPIPE, SIG_IGN);
 	/* Rotation is keyd's business: a stray `pkill -HUP redoubt` must not end a worker. */
 	signal(SIGHUP, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
-	    (fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1)
-		return -1;
-	wk->sig_io.fd = fd;
-	wk->sig_io.cb = worker_sig_cb;
-	return evloop_add(&wk->loop, &wk->sig_io, EPOLLIN);
+	return evloop_add_signals(&wk->loop, &wk->sig_io, sigs, worker_sig_cb);
 }
 
 static void

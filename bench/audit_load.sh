@@ -1,0 +1,78 @@
+#!/bin/sh
+# Does audit load slow the relay path?  (issue 6: "2,000 handshakes per second of audit load
+# do not slow the relay path".)  One redoubt (1 worker, keyd signing, audit on) in front of
+# redis-server on a UNIX socket, server side on CPU 0.  The relay is measured with
+# redis-benchmark GET -P 1 -c 50 alone, then again while `openssl s_time -new` processes
+# (CPU 1) make full handshakes, each one three audit records.  Prints both, the handshake
+# rate and the audit records per second actually written.  Bounded: ~45 s.
+set -eu
+BIN=${1:?usage: audit_load.sh PATH/TO/redoubt}
+N=${AUDIT_LOAD_REQUESTS:-200000}
+SECS=${AUDIT_LOAD_SECONDS:-12}
+CLIENTS=${AUDIT_LOAD_HANDSHAKERS:-3}
+DIR=$(mktemp -d /tmp/redoubt-auditload.XXXXXX)
+chmod 0755 "$DIR"
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+"$BIN" cert dev --dir "$DIR/tls" >/dev/null 2>&1
+chgrp redoubt-keyd "$DIR/tls/node.key" && chmod 0640 "$DIR/tls/node.key"
+mkdir "$DIR/audit" && chown redoubt-keyd "$DIR/audit"
+taskset -c 0 redis-server --port 0 --unixsocket "$DIR/redis.sock" --unixsocketperm 777 \
+	--save "" --appendonly no --daemonize no --logfile "$DIR/redis.log" &
+PIDS="$PIDS $!"
+cat > "$DIR/redoubt.conf" <<CONF
+[global]
+workers = 1
+control-socket = $DIR/control.sock
+audit-log = $DIR/audit/audit.jsonl
+log-level = warning
+[identity node]
+cert = $DIR/tls/node.crt
+key = $DIR/tls/node.key
+[listener bench]
+listen = 127.0.0.1:$PORT
+backend = unix:$DIR/redis.sock
+identity = node
+tls-mode = require
+CONF
+sleep 0.5
+taskset -c 0 "$BIN" serve -c "$DIR/redoubt.conf" 2>"$DIR/redoubt.log" &
+PIDS="$PIDS $!"
+i=0
+until redis-cli --tls --cacert "$DIR/tls/ca.crt" -p "$PORT" ping >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -lt 100 ] || { cat "$DIR/redoubt.log"; exit 1; }; sleep 0.1
+done
+
+relay() {
+	taskset -c 1 redis-benchmark --tls --cacert "$DIR/tls/ca.crt" -h 127.0.0.1 -p "$PORT" \
+		-n "$N" -c 50 -P 1 -t get --csv 2>/dev/null | tail -1
+}
+records() { wc -l < "$DIR/audit/audit.jsonl"; }
+
+echo "relay alone:            $(relay)"
+r0=$(records)
+t0=$(date +%s.%N)
+STPIDS=""
+for c in $(seq "$CLIENTS"); do
+	taskset -c 1 timeout $((SECS + 5)) openssl s_time -connect "127.0.0.1:$PORT" -new \
+		-time "$SECS" -CAfile "$DIR/tls/ca.crt" > "$DIR/stime.$c" 2>&1 &
+	STPIDS="$STPIDS $!"
+done
+PIDS="$PIDS $STPIDS"
+sleep 1
+echo "relay under handshakes: $(relay)"
+for p in $STPIDS; do wait "$p" || true; done
+t1=$(date +%s.%N)
+r1=$(records)
+conns=$(cat "$DIR"/stime.* | awk '/connections in/ { n += $1 } END { print n + 0 }')
+awk -v c="$conns" -v s="$SECS" -v r="$((r1 - r0))" -v t0="$t0" -v t1="$t1" 'BEGIN {
+	printf "handshakes: %d in %d s = %.0f/s; audit records written: %d = %.0f/s\n",
+	    c, s, c / s, r, r / (t1 - t0) }'
+"$BIN" audit verify "$DIR/audit/audit.jsonl" | tail -1
