@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <arpa/inet.h>
-#include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -27,7 +26,6 @@
 
 #include "common/limits.h"
 #include "common/log.h"
-#include "policy/identity.h"
 #include "worker/conn_audit.h"
 #include "worker/connector.h"
 #include "worker/tls_bio.h"
