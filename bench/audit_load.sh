@@ -50,7 +50,8 @@ tls-mode = require
 CONF
 sleep 0.5
 taskset -c 0 "$BIN" serve -c "$DIR/redoubt.conf" 2>"$DIR/redoubt.log" &
-PIDS="$PIDS $!"
+SERVE_PID=$!
+PIDS="$PIDS $SERVE_PID"
 i=0
 until redis-cli --tls --cacert "$DIR/tls/ca.crt" -p "$PORT" ping >/dev/null 2>&1; do
 	i=$((i + 1)); [ $i -lt 100 ] || { cat "$DIR/redoubt.log"; exit 1; }; sleep 0.1
@@ -61,9 +62,20 @@ relay() {
 		-n "$N" -c 50 -P 1 -t get --csv 2>/dev/null | tail -1
 }
 records() { if [ "$AUDIT" = on ]; then wc -l < "$DIR/audit/audit.jsonl"; else echo 0; fi; }
+# CPU ticks (user + system) of redoubt's whole process tree: what the audit trail costs shows
+# up here, whoever (worker, keyd) pays it.
+tree_ticks() {
+	t=0
+	for p in $SERVE_PID $(pgrep -P "$SERVE_PID"); do
+		set -- $(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null)
+		[ $# -ge 13 ] && t=$((t + ${12} + ${13}))
+	done
+	echo $t
+}
 
 echo "relay alone:            $(relay)"
 r0=$(records)
+c0=$(tree_ticks)
 t0=$(date +%s.%N)
 STPIDS=""
 for c in $(seq "$CLIENTS"); do
@@ -73,13 +85,21 @@ for c in $(seq "$CLIENTS"); do
 done
 PIDS="$PIDS $STPIDS"
 sleep 1
-echo "relay under handshakes: $(relay)"
+# AUDIT_LOAD_RELAY=0: connections only, so the CPU figure is the connections' own cost.
+if [ "${AUDIT_LOAD_RELAY:-1}" = 1 ]; then
+	echo "relay under handshakes: $(relay)"
+fi
 for p in $STPIDS; do wait "$p" || true; done
 t1=$(date +%s.%N)
+c1=$(tree_ticks)
 r1=$(records)
 conns=$(cat "$DIR"/stime.* | awk '/connections in .* real seconds/ { n += $1 } END { print n + 0 }')
-awk -v c="$conns" -v s="$((SECS + 1))" -v r="$((r1 - r0))" -v t0="$t0" -v t1="$t1" 'BEGIN {
+HZ=$(getconf CLK_TCK)
+awk -v c="$conns" -v s="$((SECS + 1))" -v r="$((r1 - r0))" -v t0="$t0" -v t1="$t1" \
+    -v cpu="$((c1 - c0))" -v hz="$HZ" -v relay="${AUDIT_LOAD_RELAY:-1}" 'BEGIN {
 	printf "connections (handshakes): %d in %d s = %.0f/s; audit records written: %d = %.0f/s\n",
-	    c, s, c / s, r, r / (t1 - t0) }'
+	    c, s, c / s, r, r / (t1 - t0)
+	printf "redoubt CPU (keyd + worker + supervisor) over the phase: %.2f s = %.0f us per connection%s\n",
+	    cpu / hz, c ? cpu / hz * 1e6 / c : 0, relay ? " (relay included)" : "" }'
 echo "audit: $AUDIT"
 [ "$AUDIT" != on ] || "$BIN" audit verify "$DIR/audit/audit.jsonl" >/dev/null && echo "audit verify: intact"
