@@ -8,6 +8,7 @@
  * error to OpenSSL (the fips section just does not activate), so every property this process
  * relies on is checked after loading, and anything short of it fails closed.
  */
+#include "common/errbuf.h"
 #include "common/fips.h"
 
 #include <errno.h>
@@ -26,20 +27,6 @@
 
 static int  fips_on;
 static char fips_version[128];
-
-static void fips_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-fips_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (err != NULL && errlen > 0)
-		vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static const char *
 fips_ssl_reason(void)
@@ -65,7 +52,7 @@ fips_probe(char *err, size_t errlen)
 	int ok = sha != NULL && pname != NULL && strcmp(pname, "fips") == 0 && md5 == NULL;
 
 	if (!ok)
-		fips_err(err, errlen, "fips = yes: the FIPS provider is loaded but does not serve "
+		errbuf_set(err, errlen, "fips = yes: the FIPS provider is loaded but does not serve "
 		    "this process (SHA-256 from %s, MD5 %s)", pname != NULL ? pname : "nowhere",
 		    md5 != NULL ? "available: not FIPS-only" : "refused");
 	EVP_MD_free(sha);
@@ -101,13 +88,13 @@ fips_enable(const struct config *cfg, char *err, size_t errlen)
 	if (fips_on)
 		return 0;
 	if (stat(cfg->fips_config, &st) == -1) {
-		fips_err(err, errlen, "fips = yes: fips-config %s: %s. " FIPS_HOWTO, cfg->fips_config,
+		errbuf_set(err, errlen, "fips = yes: fips-config %s: %s. " FIPS_HOWTO, cfg->fips_config,
 		    strerror(errno));
 		return -1;
 	}
 	ERR_clear_error();
 	if (!OSSL_LIB_CTX_load_config(NULL, cfg->fips_config)) {
-		fips_err(err, errlen, "fips = yes: fips-config %s does not load: %s. " FIPS_HOWTO,
+		errbuf_set(err, errlen, "fips = yes: fips-config %s does not load: %s. " FIPS_HOWTO,
 		    cfg->fips_config, fips_ssl_reason());
 		ERR_clear_error();
 		return -1;
@@ -117,7 +104,7 @@ fips_enable(const struct config *cfg, char *err, size_t errlen)
 		(void)OSSL_PROVIDER_load(NULL, "fips");
 	if ((fips = OSSL_PROVIDER_load(NULL, "fips")) == NULL ||
 	    !OSSL_PROVIDER_available(NULL, "fips")) {
-		fips_err(err, errlen, "fips = yes: the FIPS provider named by %s is not available "
+		errbuf_set(err, errlen, "fips = yes: the FIPS provider named by %s is not available "
 		    "(module missing, wrong 'module =' path, or fipsinstall's MAC does not match: %s). "
 		    FIPS_HOWTO, cfg->fips_config, fips_ssl_reason());
 		ERR_clear_error();
@@ -125,23 +112,23 @@ fips_enable(const struct config *cfg, char *err, size_t errlen)
 	}
 	fips_read_version(fips);
 	if (OSSL_PROVIDER_self_test(fips) != 1) {
-		fips_err(err, errlen, "fips = yes: the FIPS provider's self-tests fail");
+		errbuf_set(err, errlen, "fips = yes: the FIPS provider's self-tests fail");
 		return -1;
 	}
 	if (!OSSL_PROVIDER_available(NULL, "base") && OSSL_PROVIDER_load(NULL, "base") == NULL) {
-		fips_err(err, errlen, "fips = yes: cannot load the base provider: %s",
+		errbuf_set(err, errlen, "fips = yes: cannot load the base provider: %s",
 		    fips_ssl_reason());
 		ERR_clear_error();
 		return -1;
 	}
 	if (OSSL_PROVIDER_available(NULL, "default")) {
-		fips_err(err, errlen, "fips = yes: %s activates OpenSSL's default provider; FIPS mode "
+		errbuf_set(err, errlen, "fips = yes: %s activates OpenSSL's default provider; FIPS mode "
 		    "needs only fips and base there (remove the default provider's section)",
 		    cfg->fips_config);
 		return -1;
 	}
 	if (!EVP_default_properties_enable_fips(NULL, 1)) {
-		fips_err(err, errlen, "fips = yes: cannot set the fips=yes default property");
+		errbuf_set(err, errlen, "fips = yes: cannot set the fips=yes default property");
 		return -1;
 	}
 	if (fips_probe(err, errlen) == -1)

@@ -39,6 +39,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "common/limits.h"
+#include "common/errbuf.h"
 #include "common/log.h"
 #include "keyd/tpm.h"
 
@@ -66,20 +67,6 @@ struct ks_pass {
 	int    too_long;         /* longer than OpenSSL's buffer ... */
 	int    limit;            /* ... of this many bytes */
 };
-
-static void ks_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-ks_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (err != NULL && errlen > 0)
-		vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* The last OpenSSL reason, for messages; the queue is cleared so nothing stale lingers. */
 static const char *
@@ -116,19 +103,19 @@ ks_file_read(const char *what, const char *path, size_t max, int secret, struct 
 
 	memset(f, 0, sizeof(*f));
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
-		ks_err(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
+		errbuf_set(err, errlen, "%s %s: cannot open: %s", what, path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &st) == -1) {
-		ks_err(err, errlen, "%s %s: cannot stat: %s", what, path, strerror(errno));
+		errbuf_set(err, errlen, "%s %s: cannot stat: %s", what, path, strerror(errno));
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		ks_err(err, errlen, "%s %s: not a regular file", what, path);
+		errbuf_set(err, errlen, "%s %s: not a regular file", what, path);
 		goto fail;
 	}
 	if (st.st_size < 0 || (unsigned long long)st.st_size > max) {
-		ks_err(err, errlen, "%s %s: larger than %zu bytes", what, path, max);
+		errbuf_set(err, errlen, "%s %s: larger than %zu bytes", what, path, max);
 		goto fail;
 	}
 	if (secret && (st.st_mode & S_IROTH))
@@ -141,7 +128,7 @@ ks_file_read(const char *what, const char *path, size_t max, int secret, struct 
 	if (f->buf == NULL)
 		f->buf = OPENSSL_zalloc(f->cap);
 	if (f->buf == NULL) {
-		ks_err(err, errlen, "%s %s: out of memory", what, path);
+		errbuf_set(err, errlen, "%s %s: out of memory", what, path);
 		goto fail;
 	}
 	for (;;) {
@@ -149,14 +136,14 @@ ks_file_read(const char *what, const char *path, size_t max, int secret, struct 
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1) {
-			ks_err(err, errlen, "%s %s: read: %s", what, path, strerror(errno));
+			errbuf_set(err, errlen, "%s %s: read: %s", what, path, strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
 			break;
 		off += (size_t)n;
 		if (off == f->cap - 1) {
-			ks_err(err, errlen, "%s %s: changed while being read", what, path);
+			errbuf_set(err, errlen, "%s %s: changed while being read", what, path);
 			goto fail;
 		}
 	}
@@ -218,7 +205,7 @@ ks_pass_load(const struct config_identity *id, struct ks_pass *pw, char *err, si
 			n--;
 		if (n == 0) {
 			ks_file_free(&f);
-			ks_err(err, errlen, "key-passphrase-file %s: the first line is empty",
+			errbuf_set(err, errlen, "key-passphrase-file %s: the first line is empty",
 			    id->key_passphrase_file);
 			return -1;
 		}
@@ -229,7 +216,7 @@ ks_pass_load(const struct config_identity *id, struct ks_pass *pw, char *err, si
 	} else
 		return 0;
 	if (rc == -1)
-		ks_err(err, errlen, "key %s: out of memory for the passphrase", id->key);
+		errbuf_set(err, errlen, "key %s: out of memory for the passphrase", id->key);
 	return rc;
 }
 
@@ -269,7 +256,7 @@ ks_load_pem_key(const struct config_identity *id, struct keyd_key *k, char *err,
 		return -1;
 	}
 	if ((bio = BIO_new_mem_buf(f.buf, (int)f.len)) == NULL) {
-		ks_err(err, errlen, "key %s: out of memory", id->key);
+		errbuf_set(err, errlen, "key %s: out of memory", id->key);
 		goto out;
 	}
 	ERR_clear_error();
@@ -277,16 +264,16 @@ ks_load_pem_key(const struct config_identity *id, struct keyd_key *k, char *err,
 	if (k->pkey != NULL)
 		rc = 0;
 	else if (pw.asked && pw.too_long)
-		ks_err(err, errlen, "key %s: the passphrase is longer than OpenSSL accepts (%d "
+		errbuf_set(err, errlen, "key %s: the passphrase is longer than OpenSSL accepts (%d "
 		    "bytes)", id->key, pw.limit);
 	else if (pw.asked && pw.pass == NULL)
-		ks_err(err, errlen, "key %s is encrypted but no passphrase is available: set "
+		errbuf_set(err, errlen, "key %s is encrypted but no passphrase is available: set "
 		    "key-passphrase-file in the identity, or the environment variable %s",
 		    id->key, KEYSTORE_PASSPHRASE_ENV);
 	else if (pw.asked)
-		ks_err(err, errlen, "key %s: wrong passphrase or corrupt key", id->key);
+		errbuf_set(err, errlen, "key %s: wrong passphrase or corrupt key", id->key);
 	else
-		ks_err(err, errlen, "key %s: no private key found (not PEM, truncated or corrupt)",
+		errbuf_set(err, errlen, "key %s: no private key found (not PEM, truncated or corrupt)",
 		    id->key);
 	ERR_clear_error();
 out:
@@ -342,19 +329,19 @@ ks_check_key_type(const struct config_identity *id, struct keyd_key *k, char *er
 		else if (strcmp(group, "secp384r1") == 0 && bits == 384)
 			k->type = IPC_KEY_EC_P384;
 		else {
-			ks_err(err, errlen, "key %s: EC curve %s is not supported (use P-256 or "
+			errbuf_set(err, errlen, "key %s: EC curve %s is not supported (use P-256 or "
 			    "P-384)", id->key, group[0] != '\0' ? group : "(explicit parameters)");
 			return -1;
 		}
 	} else if (EVP_PKEY_is_a(k->pkey, "RSA") && !EVP_PKEY_is_a(k->pkey, "RSA-PSS")) {
 		if (bits < KEYSTORE_RSA_BITS_MIN || bits > KEYSTORE_RSA_BITS_MAX) {
-			ks_err(err, errlen, "key %s: RSA key of %d bits is not supported (use %d to "
+			errbuf_set(err, errlen, "key %s: RSA key of %d bits is not supported (use %d to "
 			    "%d bits)", id->key, bits, KEYSTORE_RSA_BITS_MIN, KEYSTORE_RSA_BITS_MAX);
 			return -1;
 		}
 		k->type = IPC_KEY_RSA;
 	} else {
-		ks_err(err, errlen, "key %s: key type %s is not supported (use EC P-256, EC P-384 "
+		errbuf_set(err, errlen, "key %s: key type %s is not supported (use EC P-256, EC P-384 "
 		    "or RSA 2048..4096)", id->key, tname);
 		return -1;
 	}
@@ -383,7 +370,7 @@ ks_parse_certs(const char *what, const char *path, const struct ks_file *f, int 
 	if ((sk = sk_X509_new_null()) == NULL ||
 	    (bio = BIO_new_mem_buf(f->buf, (int)f->len)) == NULL) {
 		sk_X509_free(sk);
-		ks_err(err, errlen, "%s %s: out of memory", what, path);
+		errbuf_set(err, errlen, "%s %s: out of memory", what, path);
 		return -1;
 	}
 	ERR_clear_error();
@@ -394,19 +381,19 @@ ks_parse_certs(const char *what, const char *path, const struct ks_file *f, int 
 			break;
 		if (!sk_X509_push(sk, x)) {
 			X509_free(x);
-			ks_err(err, errlen, "%s %s: out of memory", what, path);
+			errbuf_set(err, errlen, "%s %s: out of memory", what, path);
 			goto fail;
 		}
 	}
 	e = ERR_peek_last_error();
 	if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-		ks_err(err, errlen, "%s %s: certificate %d does not parse (truncated or corrupt "
+		errbuf_set(err, errlen, "%s %s: certificate %d does not parse (truncated or corrupt "
 		    "PEM: %s)", what, path, sk_X509_num(sk) + 1, ks_ssl_reason());
 		goto fail;
 	}
 	ERR_clear_error();
 	if (sk_X509_num(sk) == 0) {
-		ks_err(err, errlen, "%s %s: no PEM certificate found", what, path);
+		errbuf_set(err, errlen, "%s %s: no PEM certificate found", what, path);
 		goto fail;
 	}
 	BIO_free(bio);
@@ -431,25 +418,25 @@ ks_parse_crls(const char *path, const struct ks_file *f, STACK_OF(X509_CRL) **ou
 	if ((sk = sk_X509_CRL_new_null()) == NULL ||
 	    (bio = BIO_new_mem_buf(f->buf, (int)f->len)) == NULL) {
 		sk_X509_CRL_free(sk);
-		ks_err(err, errlen, "CRL %s: out of memory", path);
+		errbuf_set(err, errlen, "CRL %s: out of memory", path);
 		return -1;
 	}
 	ERR_clear_error();
 	while ((c = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL)
 		if (!sk_X509_CRL_push(sk, c)) {
 			X509_CRL_free(c);
-			ks_err(err, errlen, "CRL %s: out of memory", path);
+			errbuf_set(err, errlen, "CRL %s: out of memory", path);
 			goto fail;
 		}
 	e = ERR_peek_last_error();
 	if (ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-		ks_err(err, errlen, "CRL %s: CRL %d does not parse (truncated or corrupt PEM: %s)",
+		errbuf_set(err, errlen, "CRL %s: CRL %d does not parse (truncated or corrupt PEM: %s)",
 		    path, sk_X509_CRL_num(sk) + 1, ks_ssl_reason());
 		goto fail;
 	}
 	ERR_clear_error();
 	if (sk_X509_CRL_num(sk) == 0) {
-		ks_err(err, errlen, "CRL %s: no PEM CRL found", path);
+		errbuf_set(err, errlen, "CRL %s: no PEM CRL found", path);
 		goto fail;
 	}
 	BIO_free(bio);
@@ -505,7 +492,7 @@ ks_encode_chain(const char *path, STACK_OF(X509) *chain, struct keyd_key *k, cha
 	return 0;
 oom:
 	ERR_clear_error();
-	ks_err(err, errlen, "certificate %s: cannot re-encode the chain", path);
+	errbuf_set(err, errlen, "certificate %s: cannot re-encode the chain", path);
 	return -1;
 }
 
@@ -525,7 +512,7 @@ ks_load_chain(const struct config_identity *id, struct keyd_key *k, STACK_OF(X50
 	k->leaf = sk_X509_value(*chain, 0);
 	if (!X509_up_ref(k->leaf)) {
 		k->leaf = NULL;
-		ks_err(err, errlen, "certificate %s: out of memory", id->cert);
+		errbuf_set(err, errlen, "certificate %s: out of memory", id->cert);
 		return -1;
 	}
 	return ks_encode_chain(id->cert, *chain, k, err, errlen);
@@ -537,7 +524,7 @@ ks_check_match(const struct config_identity *id, const struct keyd_key *k, char 
 {
 	if (X509_check_private_key(k->leaf, k->pkey) != 1) {
 		ERR_clear_error();
-		ks_err(err, errlen, "key %s does not match certificate %s", id->key, id->cert);
+		errbuf_set(err, errlen, "key %s does not match certificate %s", id->key, id->cert);
 		return -1;
 	}
 	return 0;
@@ -575,23 +562,23 @@ ks_check_validity(const struct config_identity *id, struct keyd_key *k, char *er
 
 	if (ks_asn1_time(nb, &k->not_before) == -1 || ks_asn1_time(na, &k->not_after) == -1) {
 		ERR_clear_error();
-		ks_err(err, errlen, "certificate %s: invalid validity dates", id->cert);
+		errbuf_set(err, errlen, "certificate %s: invalid validity dates", id->cert);
 		return -1;
 	}
 	if ((c = X509_cmp_current_time(nb)) == 0 || X509_cmp_current_time(na) == 0) {
 		ERR_clear_error();
-		ks_err(err, errlen, "certificate %s: invalid validity dates", id->cert);
+		errbuf_set(err, errlen, "certificate %s: invalid validity dates", id->cert);
 		return -1;
 	}
 	if (c > 0) {
 		ks_format_time(k->not_before, when, sizeof(when));
-		ks_err(err, errlen, "certificate %s is not yet valid: valid from %s", id->cert,
+		errbuf_set(err, errlen, "certificate %s is not yet valid: valid from %s", id->cert,
 		    when);
 		return -1;
 	}
 	if (X509_cmp_current_time(na) < 0) {
 		ks_format_time(k->not_after, when, sizeof(when));
-		ks_err(err, errlen, "certificate %s has expired: valid until %s", id->cert, when);
+		errbuf_set(err, errlen, "certificate %s has expired: valid until %s", id->cert, when);
 		return -1;
 	}
 	return 0;
@@ -610,7 +597,7 @@ ks_load_trust(const struct config_identity *id, struct keyd_key *k, STACK_OF(X50
 			return -1;
 		rc = ks_parse_certs("CA file", id->ca, &f, 1, cas, err, errlen);
 		if (rc == 0 && ks_dup_public(&f, &k->ca_pem, &k->ca_len) == -1) {
-			ks_err(err, errlen, "CA file %s: out of memory", id->ca);
+			errbuf_set(err, errlen, "CA file %s: out of memory", id->ca);
 			rc = -1;
 		}
 		ks_file_free(&f);
@@ -622,7 +609,7 @@ ks_load_trust(const struct config_identity *id, struct keyd_key *k, STACK_OF(X50
 			return -1;
 		rc = ks_parse_crls(id->crl, &f, crls, err, errlen);
 		if (rc == 0 && ks_dup_public(&f, &k->crl_pem, &k->crl_len) == -1) {
-			ks_err(err, errlen, "CRL %s: out of memory", id->crl);
+			errbuf_set(err, errlen, "CRL %s: out of memory", id->crl);
 			rc = -1;
 		}
 		ks_file_free(&f);
@@ -672,7 +659,7 @@ ks_verify_chain(const struct config_identity *id, const struct keyd_key *k,
 		rc = 0;
 	else {
 		verr = X509_STORE_CTX_get_error(ctx);
-		ks_err(err, errlen, "certificate %s does not verify against CA file %s%s%s: %s "
+		errbuf_set(err, errlen, "certificate %s does not verify against CA file %s%s%s: %s "
 		    "(depth %d)", id->cert, id->ca, crls != NULL ? " and CRL " : "",
 		    crls != NULL ? id->crl : "", X509_verify_cert_error_string(verr),
 		    X509_STORE_CTX_get_error_depth(ctx));
@@ -681,7 +668,7 @@ ks_verify_chain(const struct config_identity *id, const struct keyd_key *k,
 	goto out;
 oom:
 	ERR_clear_error();
-	ks_err(err, errlen, "certificate %s: out of memory while verifying the chain", id->cert);
+	errbuf_set(err, errlen, "certificate %s: out of memory while verifying the chain", id->cert);
 out:
 	sk_X509_free(untrusted);   /* the certificates belong to chain */
 	X509_STORE_CTX_free(ctx);
@@ -706,7 +693,7 @@ ks_fill_meta(const struct config_identity *id, struct keyd_key *k, char *err, si
 	    (hex = BN_bn2hex(bn)) == NULL)
 		goto oom;
 	if (strlen(hex) >= sizeof(k->serial)) {
-		ks_err(err, errlen, "certificate %s: serial number longer than %zu hex digits",
+		errbuf_set(err, errlen, "certificate %s: serial number longer than %zu hex digits",
 		    id->cert, sizeof(k->serial) - 1);
 		goto out;
 	}
@@ -735,7 +722,7 @@ ks_fill_meta(const struct config_identity *id, struct keyd_key *k, char *err, si
 	rc = 0;
 	goto out;
 oom:
-	ks_err(err, errlen, "certificate %s: cannot read its serial, fingerprint, subject or "
+	errbuf_set(err, errlen, "certificate %s: cannot read its serial, fingerprint, subject or "
 	    "public key", id->cert);
 out:
 	ERR_clear_error();
@@ -773,11 +760,11 @@ keystore_load(const struct config *cfg, const struct config_identity *id,
 	if (out != NULL)
 		*out = NULL;
 	if (id == NULL || out == NULL) {
-		ks_err(err, errlen, "keystore: no identity given");
+		errbuf_set(err, errlen, "keystore: no identity given");
 		return -1;
 	}
 	if ((k = calloc(1, sizeof(*k))) == NULL) {
-		ks_err(err, errlen, "keystore: out of memory loading %s", id->cert);
+		errbuf_set(err, errlen, "keystore: out of memory loading %s", id->cert);
 		return -1;
 	}
 	k->generation = generation;

@@ -3,6 +3,7 @@
  * `redoubt tpm` need (open with a primary, create, load, sign).  No threads here: the caller
  * owns the ESYS context (keyd: its TPM thread only; the CLI: main).
  */
+#include "common/errbuf.h"
 #include "keyd/tpm.h"
 
 #include <errno.h>
@@ -30,20 +31,6 @@
 #define TPM_RSA_EXPONENT_DEFAULT 65537u
 /* TPM2_TRANSIENT_FIRST, without the header's shift of a signed int into its sign bit. */
 #define TPM_TRANSIENT_FIRST      ((TPM2_HC)0x80000000u)
-
-static void tpm_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-tpm_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (err != NULL && errlen > 0)
-		vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- the blob ------------------------------------------------------------------------ */
 
@@ -156,40 +143,40 @@ tpm_key_read(const char *path, struct tpm_key **out, EVP_PKEY **pub, char *err,
 	*out = NULL;
 	*pub = NULL;
 	if ((bio = BIO_new_file(path, "r")) == NULL) {
-		tpm_err(err, errlen, "TPM key blob %s: cannot open: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "TPM key blob %s: cannot open: %s", path, strerror(errno));
 		goto out;
 	}
 	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size > TPM_BLOB_FILE_MAX) {
-		tpm_err(err, errlen, "TPM key blob %s: not a regular file of at most %u bytes", path,
+		errbuf_set(err, errlen, "TPM key blob %s: not a regular file of at most %u bytes", path,
 		    TPM_BLOB_FILE_MAX);
 		goto out;
 	}
 	if (!PEM_read_bio(bio, &name, &header, &data, &len) ||
 	    strcmp(name, TPM_BLOB_PEM_NAME) != 0) {
-		tpm_err(err, errlen, "TPM key blob %s: no '-----BEGIN %s-----' block (make one with "
+		errbuf_set(err, errlen, "TPM key blob %s: no '-----BEGIN %s-----' block (make one with "
 		    "'redoubt tpm create-key')", path, TPM_BLOB_PEM_NAME);
 		goto out;
 	}
 	if ((k = calloc(1, sizeof(*k))) == NULL) {
-		tpm_err(err, errlen, "TPM key blob %s: out of memory", path);
+		errbuf_set(err, errlen, "TPM key blob %s: out of memory", path);
 		goto out;
 	}
 	atomic_init(&k->refs, 1);
 	if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(data, (size_t)len, &off, &k->pub) != TSS2_RC_SUCCESS ||
 	    Tss2_MU_TPM2B_PRIVATE_Unmarshal(data, (size_t)len, &off, &k->priv) != TSS2_RC_SUCCESS ||
 	    off != (size_t)len) {
-		tpm_err(err, errlen, "TPM key blob %s: corrupt (public and private parts do not "
+		errbuf_set(err, errlen, "TPM key blob %s: corrupt (public and private parts do not "
 		    "parse)", path);
 		goto out;
 	}
 	if (EVP_Digest(data, (size_t)len, k->id, NULL, EVP_sha256(), NULL) != 1 ||
 	    (k->pub_pkey = tpm_public_to_pkey(&k->pub)) == NULL) {
-		tpm_err(err, errlen, "TPM key blob %s: not an ECC P-256/P-384 or RSA key", path);
+		errbuf_set(err, errlen, "TPM key blob %s: not an ECC P-256/P-384 or RSA key", path);
 		goto out;
 	}
 	if (!(k->pub.publicArea.objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) ||
 	    (k->pub.publicArea.objectAttributes & TPMA_OBJECT_RESTRICTED)) {
-		tpm_err(err, errlen, "TPM key blob %s: not an unrestricted signing key", path);
+		errbuf_set(err, errlen, "TPM key blob %s: not an unrestricted signing key", path);
 		goto out;
 	}
 	if (!EVP_PKEY_up_ref(k->pub_pkey))
@@ -219,12 +206,12 @@ tpm_blob_write(const char *path, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *p
 
 	if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS ||
 	    Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS) {
-		tpm_err(err, errlen, "%s: cannot marshal the key blob", path);
+		errbuf_set(err, errlen, "%s: cannot marshal the key blob", path);
 		return -1;
 	}
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) == -1 ||
 	    (f = fdopen(fd, "w")) == NULL) {
-		tpm_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: cannot create: %s", path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return -1;
@@ -232,7 +219,7 @@ tpm_blob_write(const char *path, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *p
 	ok = PEM_write(f, TPM_BLOB_PEM_NAME, "", buf, (long)off) > 0;
 	ok = fclose(f) == 0 && ok;
 	if (!ok)
-		tpm_err(err, errlen, "%s: cannot write the key blob", path);
+		errbuf_set(err, errlen, "%s: cannot write the key blob", path);
 	return ok ? 0 : -1;
 }
 
@@ -241,7 +228,7 @@ tpm_blob_write(const char *path, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *p
 static void
 tpm_rc_err(char *err, size_t errlen, const char *what, TSS2_RC rc)
 {
-	tpm_err(err, errlen, "TPM %s failed: TPM/TSS code 0x%x (tpm2_rc_decode 0x%x explains it)",
+	errbuf_set(err, errlen, "TPM %s failed: TPM/TSS code 0x%x (tpm2_rc_decode 0x%x explains it)",
 	    what, rc, rc);
 }
 
@@ -319,11 +306,11 @@ tpm_esys_open(const char *tcti, struct tpm_esys *t, char *err, size_t errlen)
 	memset(t, 0, sizeof(*t));
 	t->primary = ESYS_TR_NONE;
 	if (tcti == NULL || tcti[0] == '\0') {
-		tpm_err(err, errlen, "TPM: no tpm-tcti given");
+		errbuf_set(err, errlen, "TPM: no tpm-tcti given");
 		return -1;
 	}
 	if ((rc = Tss2_TctiLdr_Initialize(tcti, &t->tcti)) != TSS2_RC_SUCCESS) {
-		tpm_err(err, errlen, "TPM: cannot open TCTI '%s': code 0x%x (is the TPM or simulator "
+		errbuf_set(err, errlen, "TPM: cannot open TCTI '%s': code 0x%x (is the TPM or simulator "
 		    "there, and is its TCTI library installed, e.g. libtss2-tcti-device0?)", tcti, rc);
 		t->tcti = NULL;
 		return -1;
@@ -473,7 +460,7 @@ tpm_esys_sign(struct tpm_esys *t, ESYS_TR key, int is_rsa, int pss, const char *
 
 	*siglen = 0;
 	if (halg == TPM2_ALG_NULL || dlen > sizeof(dg.buffer)) {
-		tpm_err(err, errlen, "TPM sign: digest %s of %zu bytes not supported", md, dlen);
+		errbuf_set(err, errlen, "TPM sign: digest %s of %zu bytes not supported", md, dlen);
 		return -1;
 	}
 	memset(&scheme, 0, sizeof(scheme));
@@ -505,7 +492,7 @@ tpm_esys_sign(struct tpm_esys *t, ESYS_TR key, int is_rsa, int pss, const char *
 		ret = 0;
 	}
 	if (ret == -1)
-		tpm_err(err, errlen, "TPM sign: unexpected signature (algorithm 0x%x)", out->sigAlg);
+		errbuf_set(err, errlen, "TPM sign: unexpected signature (algorithm 0x%x)", out->sigAlg);
 	Esys_Free(out);
 	return ret;
 }

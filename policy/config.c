@@ -16,6 +16,7 @@
  *     there are no continuation lines;
  *   - it keeps going after an error: the reader stops at the first one.
  */
+#include "common/errbuf.h"
 #include "policy/config_parser.h"
 
 #include <ctype.h>
@@ -61,18 +62,6 @@ config_fail(struct config_parser *p, int line, const char *fmt, ...)
 	vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-static void
-config_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 if ill-formed. */
@@ -311,16 +300,16 @@ config_parse(const char *name, const char *buf, size_t len, struct config **out,
 	int r = -1;
 
 	*out = NULL;
-	config_error(err, errlen, "%s", "");
+	errbuf_set(err, errlen, "%s", "");
 	if ((cfg = calloc(1, sizeof(*cfg))) == NULL ||
 	    (p = calloc(1, sizeof(*p))) == NULL) {
-		config_error(err, errlen, "%s: out of memory", name);
+		errbuf_set(err, errlen, "%s: out of memory", name);
 		goto done;
 	}
 	cfgkey_defaults(cfg);
 	snprintf(cfg->path, sizeof(cfg->path), "%s", name);
 	if (config_digest(buf, len, cfg->sha256) == -1) {
-		config_error(err, errlen, "%s: cannot compute SHA-256", name);
+		errbuf_set(err, errlen, "%s: cannot compute SHA-256", name);
 		goto done;
 	}
 	p->name = name;
@@ -339,7 +328,7 @@ done:
 		return 0;
 	}
 	if (err != NULL && errlen > 0 && err[0] == '\0')
-		config_error(err, errlen, "%s: internal error", name);
+		errbuf_set(err, errlen, "%s: internal error", name);
 	config_free(cfg);
 	return -1;
 }
@@ -352,7 +341,7 @@ config_read_fd(int fd, const char *path, char **buf, size_t *len, char *err, siz
 	char *b, *shrunk;
 
 	if ((b = malloc(cap + 1)) == NULL) {
-		config_error(err, errlen, "%s: out of memory", path);
+		errbuf_set(err, errlen, "%s: out of memory", path);
 		return -1;
 	}
 	while (n < cap) {
@@ -362,14 +351,14 @@ config_read_fd(int fd, const char *path, char **buf, size_t *len, char *err, siz
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {
-			config_error(err, errlen, "%s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 			free(b);
 			return -1;
 		}
 		n += (size_t)r;
 	}
 	if (n > CONFIG_SIZE_MAX) {
-		config_error(err, errlen, "%s: larger than %u bytes", path, CONFIG_SIZE_MAX);
+		errbuf_set(err, errlen, "%s: larger than %u bytes", path, CONFIG_SIZE_MAX);
 		free(b);
 		return -1;
 	}
@@ -389,15 +378,15 @@ config_read_file(const char *path, char **buf, size_t *len, char *err, size_t er
 	*len = 0;
 	/* O_NONBLOCK: a FIFO put in place of the file must not hang the daemon at start. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) == -1) {
-		config_error(err, errlen, "%s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (fstat(fd, &st) == -1)
-		config_error(err, errlen, "%s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		config_error(err, errlen, "%s: not a regular file", path);
+		errbuf_set(err, errlen, "%s: not a regular file", path);
 	else if (st.st_size > (off_t)CONFIG_SIZE_MAX)
-		config_error(err, errlen, "%s: %lld bytes, larger than %u bytes", path,
+		errbuf_set(err, errlen, "%s: %lld bytes, larger than %u bytes", path,
 		    (long long)st.st_size, CONFIG_SIZE_MAX);
 	else
 		r = config_read_fd(fd, path, buf, len, err, errlen);
