@@ -22,15 +22,18 @@
 #include "cli/cli.h"
 #include "cli/supervisor.h"
 #include "common/log.h"
+#include "common/sd_daemon.h"
 
 #define SERVE_BACKLOG 4096   /* pending connections per listener (capped by somaxconn) */
 #define SERVE_CONTROL_BACKLOG 16      /* pending `redoubt rotate|status` connections */
 #define SERVE_CONTROL_MODE    0660    /* root and admin-group; keyd checks callers again */
+#define SERVE_LINK_MODE       0666    /* the peer's uid is checked instead; see serve_bind_link */
 #define SERVE_RUNDIR_MODE     0755    /* /run/redoubt when we have to create it */
 #define SERVE_GRBUF_MAX       16384   /* bytes for getgrnam_r's strings */
 
 /* Removed on the way out; the configuration is gone by then. */
 static char serve_control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static char serve_link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 static int
 serve_lookup_user(const char *name, const char *key, struct passwd *pw, char *buf,
@@ -130,9 +133,9 @@ serve_bind_all(struct supervisor *s)
 
 /* A socket file someone still answers on belongs to a running redoubt: never take it over. */
 static int
-serve_control_in_use(const struct sockaddr_un *sun)
+serve_local_in_use(const struct sockaddr_un *sun, int type)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r;
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0), r;
 
 	if (fd == -1)
 		return 0;
@@ -142,7 +145,7 @@ serve_control_in_use(const struct sockaddr_un *sun)
 }
 
 static int
-serve_control_dir(const char *path)
+serve_local_dir(const char *path, const char *key)
 {
 	char dir[sizeof(serve_control_path)];
 	char *slash;
@@ -152,7 +155,7 @@ serve_control_dir(const char *path)
 		return 0;
 	*slash = '\0';
 	if (mkdir(dir, SERVE_RUNDIR_MODE) == -1 && errno != EEXIST) {
-		fprintf(stderr, "redoubt: control-socket %s: cannot create %s: %s\n", path, dir,
+		fprintf(stderr, "redoubt: %s %s: cannot create %s: %s\n", key, path, dir,
 		    strerror(errno));
 		return -1;
 	}
@@ -160,38 +163,72 @@ serve_control_dir(const char *path)
 }
 
 /*
- * keyd's control socket, bound while we are still root so that it belongs to
- * root:admin-group with mode 0660 (keyd, which could not create it in /run, only accepts).
- * Created 0600 and only then opened up, so nobody else connects in between.
+ * One of our own local sockets (control-socket, link-socket): created 0600 and only then
+ * opened up to mode (and to group gid when we are root), so nobody connects in between.
+ * Returns the listening descriptor; the path is copied to saved for removal at exit.
  */
 static int
-serve_bind_control(struct supervisor *s)
+serve_bind_local(const char *path, const char *key, int type, mode_t mode, gid_t gid,
+    char *saved, size_t savedlen)
 {
-	const char *path = s->cfg->control_socket;
 	struct sockaddr_un sun;
-	struct group gr, *res = NULL;
 	struct stat st;
-	char *grbuf;
-	gid_t gid = getegid();
 	mode_t old;
 	int fd, r;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path) >=
-	    (int)sizeof(sun.sun_path) || serve_control_dir(path) == -1)
+	    (int)sizeof(sun.sun_path) || serve_local_dir(path, key) == -1)
 		return -1;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			fprintf(stderr, "redoubt: control-socket %s exists and is not a socket\n", path);
+			fprintf(stderr, "redoubt: %s %s exists and is not a socket\n", key, path);
 			return -1;
 		}
-		if (serve_control_in_use(&sun)) {
-			fprintf(stderr, "redoubt: control-socket %s is in use: another redoubt is "
-			    "running; stop it or give this one its own control-socket\n", path);
+		if (serve_local_in_use(&sun, type & ~SOCK_NONBLOCK)) {
+			fprintf(stderr, "redoubt: %s %s is in use: another redoubt is running; stop "
+			    "it or give this one its own %s\n", key, path, key);
 			return -1;
 		}
 		(void)unlink(path);
+	}
+	if ((fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0)) == -1) {
+		fprintf(stderr, "redoubt: %s %s: socket: %s\n", key, path, strerror(errno));
+		return -1;
+	}
+	old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (r == -1 || (geteuid() == 0 && chown(path, 0, gid) == -1) ||
+	    chmod(path, mode) == -1 || listen(fd, SERVE_CONTROL_BACKLOG) == -1) {
+		fprintf(stderr, "redoubt: %s %s: %s (set %s in [global] to a path in a directory "
+		    "we can write)\n", key, path, strerror(errno), key);
+		close(fd);
+		if (r == 0)
+			(void)unlink(path);
+		return -1;
+	}
+	snprintf(saved, savedlen, "%s", path);
+	return fd;
+}
+
+/*
+ * keyd's control socket: from systemd when socket-activated (redoubt-control.socket makes
+ * it root:redoubt-admin 0660); else bound here, while we may still be root, so that it
+ * belongs to root:admin-group with mode 0660 (keyd, which could not create it in /run,
+ * only accepts).
+ */
+static int
+serve_bind_control(struct supervisor *s)
+{
+	struct group gr, *res = NULL;
+	char *grbuf;
+	gid_t gid = getegid();
+
+	if ((s->control_fd = sd_listen_fd_named("control")) >= 0) {
+		log_debug("control-socket: passed by systemd");
+		return 0;
 	}
 	if ((grbuf = malloc(SERVE_GRBUF_MAX)) == NULL)
 		return -1;
@@ -202,24 +239,53 @@ serve_bind_control(struct supervisor *s)
 		    "redoubt status (create it with 'groupadd --system %s')", s->cfg->admin_group,
 		    s->cfg->admin_group);
 	free(grbuf);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
-		fprintf(stderr, "redoubt: control-socket %s: socket: %s\n", path, strerror(errno));
+	s->control_fd = serve_bind_local(s->cfg->control_socket, "control-socket", SOCK_STREAM,
+	    SERVE_CONTROL_MODE, gid, serve_control_path, sizeof(serve_control_path));
+	return s->control_fd == -1 ? -1 : 0;
+}
+
+/*
+ * The workers' end of the link to keyd's supervisor.  Anyone may connect (mode 0666): the
+ * kernel-reported uid of the peer decides (supervisor_link.c); a file mode could not name
+ * keyd-user without a group the two users share.
+ */
+static int
+serve_bind_link(struct supervisor *s)
+{
+	s->link_listen_fd = serve_bind_local(s->cfg->link_socket, "link-socket",
+	    SOCK_SEQPACKET | SOCK_NONBLOCK, SERVE_LINK_MODE, getegid(), serve_link_path,
+	    sizeof(serve_link_path));
+	return s->link_listen_fd == -1 ? -1 : 0;
+}
+
+/*
+ * The uid the other half of a split service must have: its configured user; or, when this
+ * half is not running as its own configured user either (one account for everything, as in
+ * development), our own uid.
+ */
+static int
+serve_link_peer(struct supervisor *s)
+{
+	const char *mine = s->role == SUP_ROLE_KEYD ? s->cfg->keyd_user : s->cfg->user;
+	const char *theirs = s->role == SUP_ROLE_KEYD ? s->cfg->user : s->cfg->keyd_user;
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+	uid_t me = geteuid();
+
+	if (me != 0 && (getpwnam_r(mine, &pw, buf, sizeof(buf), &res) != 0 || res == NULL ||
+	    pw.pw_uid != me)) {
+		log_warnx("running as uid %u, not as '%s': the other half of the service must run "
+		    "as uid %u too (no user separation between keyd and the workers)",
+		    (unsigned)me, mine, (unsigned)me);
+		s->link_peer_uid = me;
+		return 0;
+	}
+	if (getpwnam_r(theirs, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
+		fprintf(stderr, "redoubt: %s '%s' does not exist: the other half of the service "
+		    "runs as that user\n", s->role == SUP_ROLE_KEYD ? "user" : "keyd-user", theirs);
 		return -1;
 	}
-	old = umask(0177);
-	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old);
-	if (r == -1 || (geteuid() == 0 && chown(path, 0, gid) == -1) ||
-	    chmod(path, SERVE_CONTROL_MODE) == -1 || listen(fd, SERVE_CONTROL_BACKLOG) == -1) {
-		fprintf(stderr, "redoubt: control-socket %s: %s (set control-socket in [global] to "
-		    "a path in a directory we can write)\n", path, strerror(errno));
-		close(fd);
-		if (r == 0)
-			(void)unlink(path);
-		return -1;
-	}
-	snprintf(serve_control_path, sizeof(serve_control_path), "%s", path);
-	s->control_fd = fd;
+	s->link_peer_uid = pw.pw_uid;
 	return 0;
 }
 
@@ -264,12 +330,75 @@ serve_raise_nofile(void)
 static void
 serve_usage(void)
 {
-	fprintf(stderr, "usage: redoubt serve -c FILE [-d]\n");
+	fprintf(stderr, "usage: redoubt serve -c FILE [-d] [--role all|keyd|workers]\n");
+}
+
+static int
+serve_parse_role(const char *arg, enum sup_role *role)
+{
+	if (strcmp(arg, "all") == 0)
+		*role = SUP_ROLE_ALL;
+	else if (strcmp(arg, "keyd") == 0)
+		*role = SUP_ROLE_KEYD;
+	else if (strcmp(arg, "workers") == 0)
+		*role = SUP_ROLE_WORKERS;
+	else {
+		fprintf(stderr, "redoubt: serve: --role must be all, keyd or workers, not '%s'\n",
+		    arg);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Users, and whether we switch to them: only as root.  Under the split systemd units each
+ * half already runs as its own user; the other half's uid is what the link admits.
+ */
+static int
+serve_users(struct supervisor *s)
+{
+	struct config *cfg = s->cfg;
+
+	s->privsep = geteuid() == 0;
+	if (s->privsep) {
+		if (strcmp(cfg->user, cfg->keyd_user) == 0) {
+			fprintf(stderr, "redoubt: user and keyd-user are both '%s': keyd must run as "
+			    "its own user\n", cfg->user);
+			return -1;
+		}
+		if ((s->role != SUP_ROLE_KEYD && serve_lookup_user(cfg->user, "user",
+		    &s->worker_pw, s->pwbuf[0], sizeof(s->pwbuf[0])) == -1) ||
+		    (s->role != SUP_ROLE_WORKERS && serve_lookup_user(cfg->keyd_user, "keyd-user",
+		    &s->keyd_pw, s->pwbuf[1], sizeof(s->pwbuf[1])) == -1))
+			return -1;
+	} else if (s->role == SUP_ROLE_ALL)
+		log_warnx("not started as root: keyd and the workers run as uid %u too (no user "
+		    "separation; seccomp and the other protections still apply)", (unsigned)geteuid());
+	return s->role == SUP_ROLE_ALL ? 0 : serve_link_peer(s);
+}
+
+/* Each half binds only what its processes use: keyd the control socket, workers the rest. */
+static int
+serve_bind_role(struct supervisor *s)
+{
+	s->control_fd = -1;
+	s->link_listen_fd = -1;
+	if (s->role == SUP_ROLE_KEYD) {
+		s->sock_fds = calloc(1, sizeof(int));
+		return s->sock_fds == NULL ? -1 : serve_bind_control(s);
+	}
+	if (serve_bind_all(s) == -1)
+		return -1;
+	return s->role == SUP_ROLE_WORKERS ? serve_bind_link(s) : serve_bind_control(s);
 }
 
 int
 cmd_serve(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "role", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 }
+	};
 	static struct supervisor sup;
 	const char *path = NULL;
 	char err[CONFIG_ERR_MAX], *buf = NULL;
@@ -277,13 +406,17 @@ cmd_serve(int argc, char **argv)
 	int opt, debug = 0, rc;
 
 	optind = 1;
-	while ((opt = getopt(argc, argv, "c:d")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:dr:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
 			break;
 		case 'd':
 			debug = 1;
+			break;
+		case 'r':
+			if (serve_parse_role(optarg, &sup.role) == -1)
+				return EXIT_USAGE;
 			break;
 		default:
 			serve_usage();
@@ -300,34 +433,22 @@ cmd_serve(int argc, char **argv)
 		free(buf);
 		return EXIT_CONFIG;
 	}
-	log_init("supervisor", debug ? LOG_LVL_DEBUG : sup.cfg->log_level);
+	log_init(sup.role == SUP_ROLE_KEYD ? "supervisor-keyd" : sup.role == SUP_ROLE_WORKERS ?
+	    "supervisor-workers" : "supervisor", debug ? LOG_LVL_DEBUG : sup.cfg->log_level);
 	if (sup.cfg->n_listeners + sup.cfg->n_connectors == 0) {
 		fprintf(stderr, "redoubt: %s: no [listener] or [connector] section: nothing to serve\n",
 		    path);
 		return EXIT_CONFIG;
 	}
-	if (config_check_files(sup.cfg, err, sizeof(err)) == -1) {
+	/* The workers' user cannot read keys; keyd's half checks them. */
+	if (sup.role != SUP_ROLE_WORKERS && config_check_files(sup.cfg, err, sizeof(err)) == -1) {
 		fprintf(stderr, "redoubt: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	sup.privsep = geteuid() == 0;
-	if (sup.privsep) {
-		if (strcmp(sup.cfg->user, sup.cfg->keyd_user) == 0) {
-			fprintf(stderr, "redoubt: user and keyd-user are both '%s': keyd must run as "
-			    "its own user\n", sup.cfg->user);
-			return EXIT_CONFIG;
-		}
-		if (serve_lookup_user(sup.cfg->user, "user", &sup.worker_pw, sup.pwbuf[0],
-		    sizeof(sup.pwbuf[0])) == -1 ||
-		    serve_lookup_user(sup.cfg->keyd_user, "keyd-user", &sup.keyd_pw, sup.pwbuf[1],
-		    sizeof(sup.pwbuf[1])) == -1)
-			return EXIT_CONFIG;
-	} else
-		log_warnx("not started as root: keyd and the workers run as uid %u too (no user "
-		    "separation; seccomp and the other protections still apply)", (unsigned)geteuid());
+	if (serve_users(&sup) == -1)
+		return EXIT_CONFIG;
 	serve_raise_nofile();
-	sup.control_fd = -1;
-	if (serve_bind_all(&sup) == -1 || serve_bind_control(&sup) == -1)
+	if (serve_bind_role(&sup) == -1)
 		return EXIT_CONFIG;
 	sup.cfg_fd = serve_config_memfd(buf, len);
 	free(buf);
@@ -343,5 +464,7 @@ cmd_serve(int argc, char **argv)
 	rc = supervisor_run(&sup);
 	if (serve_control_path[0] != '\0')
 		(void)unlink(serve_control_path);
+	if (serve_link_path[0] != '\0')
+		(void)unlink(serve_link_path);
 	return rc;
 }

@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/privdrop.h"
 #include "common/sandbox_supervisor.h"
+#include "common/sd_daemon.h"
 
 #define SUP_KEYD_START_MS   30000  /* keyd loads keys (a TPM may be slow) before workers start */
 #define SUP_STOP_GRACE_MS   5000   /* after SIGTERM, children get this long before SIGKILL */
@@ -107,6 +108,21 @@ sup_exec_child(struct sup_child *c, int chan_fd)
 
 /* ---------- wiring ---------- */
 
+/* Ownership of fd (>= 0) passes here, sent or not. */
+int
+supervisor_send(struct sup_child *c, const struct ipc_msg *m, int fd)
+{
+	if (c->chan.fd < 0 && fd >= 0)
+		close(fd);
+	if (c->chan.fd < 0 || ipc_chan_send(&c->chan, m, fd) != IPC_IO_OK) {
+		log_warnx("cannot send a %s message to %s %u", ipc_type_name(m->hdr.type), c->role,
+		    c->index);
+		return -1;
+	}
+	(void)ipc_chan_flush(&c->chan);
+	return 0;
+}
+
 static int
 sup_send_fd(struct sup_child *c, uint32_t kind, unsigned worker, int fd)
 {
@@ -115,12 +131,7 @@ sup_send_fd(struct sup_child *c, uint32_t kind, unsigned worker, int fd)
 	ipc_msg_init(&m, IPC_CHANNEL, 0);
 	m.u.channel.kind = kind;
 	m.u.channel.worker = worker;
-	if (ipc_chan_send(&c->chan, &m, fd) != IPC_IO_OK) {
-		log_warnx("cannot hand a channel to %s %u", c->role, c->index);
-		return -1;
-	}
-	(void)ipc_chan_flush(&c->chan);
-	return 0;
+	return supervisor_send(c, &m, fd);
 }
 
 /* A fresh keyd <-> worker socketpair: keyd's end to keyd, the other to the worker. */
@@ -129,7 +140,7 @@ sup_wire(struct sup_child *w)
 {
 	int sv[2];
 
-	if (sup->keyd.pid == 0 || w->pid == 0)
+	if (sup->role != SUP_ROLE_ALL || sup->keyd.pid == 0 || w->pid == 0)
 		return;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == -1) {
 		log_warn("socketpair for worker %u", w->index);
@@ -142,21 +153,27 @@ sup_wire(struct sup_child *w)
 	(void)sup_send_fd(w, IPC_CHANNEL_KEYD, w->index, sv[1]);
 }
 
+/*
+ * Worker exits and restarts go to keyd for its audit trail: directly, or across the link
+ * when keyd has its own supervisor.  syscall_nr: what a seccomp filter killed it for, or -1.
+ */
 static void
-sup_tell_keyd(uint32_t kind, const struct sup_child *c, int status)
+sup_tell_keyd(uint32_t kind, const struct sup_child *c, int status, int syscall_nr)
 {
 	struct ipc_msg m;
 
-	if (sup->keyd.pid == 0 || c == &sup->keyd)
+	if (c == &sup->keyd)
 		return;
 	ipc_msg_init(&m, IPC_CHILD_EVENT, 0);
 	m.u.child_event.kind = kind;
-	m.u.child_event.child = strcmp(c->role, "keyd") == 0 ? 0 : 1 + c->index;
+	m.u.child_event.child = 1 + c->index;
 	m.u.child_event.pid = c->pid > 0 ? c->pid : 1;
 	m.u.child_event.status = status;
-	m.u.child_event.syscall = -1;
-	if (ipc_chan_send(&sup->keyd.chan, &m, -1) == IPC_IO_OK)
-		(void)ipc_chan_flush(&sup->keyd.chan);
+	m.u.child_event.syscall = syscall_nr;
+	if (sup->role == SUP_ROLE_WORKERS)
+		supervisor_link_report(sup, &m);
+	else if (sup->keyd.pid > 0)
+		(void)supervisor_send(&sup->keyd, &m, -1);
 }
 
 /* ---------- messages from children ---------- */
@@ -167,6 +184,12 @@ sup_child_msg(struct sup_child *c, const struct ipc_msg *m)
 	if (c == &sup->keyd && m->hdr.type == IPC_CHILD_EVENT &&
 	    m->u.child_event.kind == IPC_CHILD_READY) {
 		c->ready = 1;
+		return;
+	}
+	if (c == &sup->keyd && m->hdr.type == IPC_CHILD_EVENT &&
+	    m->u.child_event.kind == IPC_CHILD_VIOLATION && m->u.child_event.child >= 1 &&
+	    m->u.child_event.child <= sup->cfg->workers && sup->role == SUP_ROLE_KEYD) {
+		supervisor_link_report(sup, m);     /* the workers' supervisor restarts it */
 		return;
 	}
 	if (c == &sup->keyd && m->hdr.type == IPC_CHILD_EVENT &&
@@ -253,10 +276,12 @@ sup_restart_cb(struct ev_timer *t)
 	if (c == &sup->keyd) {
 		for (unsigned i = 0; i < sup->cfg->workers; i++)
 			sup_wire(&sup->workers[i]);
+		supervisor_link_wire_all(sup);
 	} else
 		sup_wire(c);
 	log_info("%s %u restarted (pid %d)", c->role, c->index, (int)c->pid);
-	sup_tell_keyd(IPC_CHILD_RESTARTED, c, 0);
+	/* Split service: keyd's supervisor wires the worker when it hears of the restart. */
+	sup_tell_keyd(IPC_CHILD_RESTARTED, c, 0, -1);
 }
 
 static void
@@ -300,24 +325,6 @@ sup_describe_sandbox_kill(const struct sup_child *c, int status, char *how, size
 	return nr;
 }
 
-/* Like sup_tell_keyd(IPC_CHILD_EXITED, ...), with the syscall a sandbox killed it for. */
-static void
-sup_tell_keyd_exited(const struct sup_child *c, int status, int syscall_nr)
-{
-	struct ipc_msg m;
-
-	if (sup->keyd.pid == 0 || c == &sup->keyd)
-		return;
-	ipc_msg_init(&m, IPC_CHILD_EVENT, 0);
-	m.u.child_event.kind = IPC_CHILD_EXITED;
-	m.u.child_event.child = 1 + c->index;
-	m.u.child_event.pid = c->pid > 0 ? c->pid : 1;
-	m.u.child_event.status = status;
-	m.u.child_event.syscall = syscall_nr;
-	if (ipc_chan_send(&sup->keyd.chan, &m, -1) == IPC_IO_OK)
-		(void)ipc_chan_flush(&sup->keyd.chan);
-}
-
 static void
 sup_child_exited(struct sup_child *c, int status)
 {
@@ -335,8 +342,8 @@ sup_child_exited(struct sup_child *c, int status)
 		return;
 	}
 	log_warnx("%s %u (pid %d) %s; restarting", c->role, c->index, (int)c->pid, how);
-	sup_tell_keyd_exited(c, WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status),
-	    syscall_nr);
+	sup_tell_keyd(IPC_CHILD_EXITED, c, WIFEXITED(status) ? WEXITSTATUS(status) :
+	    -WTERMSIG(status), syscall_nr);
 	c->pid = 0;
 	if (ran >= SUP_STABLE_MS || c->restart_delay_ms == 0)
 		c->restart_delay_ms = SUPERVISOR_RESTART_DELAY_MS;
@@ -497,6 +504,7 @@ exited:
 static void
 sup_cleanup(void)
 {
+	supervisor_link_stop(sup);
 	for (size_t i = 0; i < sup->cfg->n_connectors; i++)
 		if (sup->cfg->connectors[i].listen.kind == ADDR_UNIX)
 			(void)unlink(sup->cfg->connectors[i].listen.path);
@@ -524,8 +532,10 @@ supervisor_run(struct supervisor *s)
 		sup->workers[i].index = i;
 		evloop_timer_init(&sup->workers[i].restart, sup_restart_cb, &sup->workers[i]);
 	}
-	sup_spawn(&sup->keyd);
-	if (sup_wait_keyd() == -1) {
+	sup->keyd.chan.fd = -1;
+	if (sup->role != SUP_ROLE_WORKERS)
+		sup_spawn(&sup->keyd);
+	if (sup->role != SUP_ROLE_WORKERS && sup_wait_keyd() == -1) {
 		sup->stopping = 1;
 		if (sup->keyd.pid > 0) {
 			(void)kill(sup->keyd.pid, SIGKILL);
@@ -534,14 +544,26 @@ supervisor_run(struct supervisor *s)
 		sup_cleanup();
 		return 78;   /* EX_CONFIG: the reason is in keyd's message */
 	}
-	for (unsigned i = 0; i < sup->cfg->workers; i++) {
+	for (unsigned i = 0; i < sup->cfg->workers && sup->role != SUP_ROLE_KEYD; i++) {
+		sup->workers[i].chan.fd = -1;
 		sup_spawn(&sup->workers[i]);
 		sup_wire(&sup->workers[i]);
 	}
-	log_info("ready: keyd pid %d, %u worker%s, %zu listener%s, %zu connector%s",
-	    (int)sup->keyd.pid, sup->cfg->workers, sup->cfg->workers == 1 ? "" : "s",
-	    sup->cfg->n_listeners, sup->cfg->n_listeners == 1 ? "" : "s",
-	    sup->cfg->n_connectors, sup->cfg->n_connectors == 1 ? "" : "s");
+	supervisor_link_start(sup);
+	if (sup->role == SUP_ROLE_KEYD) {
+		log_info("ready: keyd pid %d; workers run under their own supervisor",
+		    (int)sup->keyd.pid);
+		(void)sd_notify_state("READY=1");
+	} else if (sup->role == SUP_ROLE_WORKERS)
+		log_info("ready: %u worker%s, %zu listener%s, %zu connector%s; keyd runs under its "
+		    "own supervisor", sup->cfg->workers, sup->cfg->workers == 1 ? "" : "s",
+		    sup->cfg->n_listeners, sup->cfg->n_listeners == 1 ? "" : "s",
+		    sup->cfg->n_connectors, sup->cfg->n_connectors == 1 ? "" : "s");
+	else
+		log_info("ready: keyd pid %d, %u worker%s, %zu listener%s, %zu connector%s",
+		    (int)sup->keyd.pid, sup->cfg->workers, sup->cfg->workers == 1 ? "" : "s",
+		    sup->cfg->n_listeners, sup->cfg->n_listeners == 1 ? "" : "s",
+		    sup->cfg->n_connectors, sup->cfg->n_connectors == 1 ? "" : "s");
 	if (evloop_run(&sup->loop) == -1)
 		fatal("supervisor: event loop");
 	log_info("stopped");

@@ -110,6 +110,7 @@ struct config {
 	char keyd_user[64];
 	char admin_group[64];                 /* may use the control socket besides root */
 	char control_socket[108];
+	char link_socket[108];                /* serve --role keyd|workers: see supervisor_link.c */
 	char audit_log[CONFIG_PATH_MAX];      /* "" = no audit log */
 	int  audit_fail_closed;
 	int  audit_syslog;                    /* copy every record to syslog (RFC 5424) */

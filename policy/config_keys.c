@@ -76,6 +76,7 @@ static const struct config_key cfgkey_global[] = {
 	KEY("admin-group", CK_ADMIN_GROUP, 0, KT_USER, struct config, admin_group, 0, 0),
 	KEY("control-socket", CK_CONTROL_SOCKET, 0, KT_UNIX_PATH, struct config,
 	    control_socket, 0, 0),
+	KEY("link-socket", CK_LINK_SOCKET, 0, KT_UNIX_PATH, struct config, link_socket, 0, 0),
 	KEYFN("audit-log", CK_AUDIT_LOG, 0, cfgkey_set_audit_log),
 	KEY("audit-fail-closed", CK_AUDIT_FAIL_CLOSED, 0, KT_BOOL, struct config,
 	    audit_fail_closed, 0, 0),
@@ -190,6 +191,7 @@ cfgkey_defaults(struct config *cfg)
 	snprintf(cfg->admin_group, sizeof(cfg->admin_group), "%s", CONFIG_ADMIN_GROUP_DEFAULT);
 	snprintf(cfg->control_socket, sizeof(cfg->control_socket), "%s",
 	    CONFIG_CONTROL_SOCKET_DEFAULT);
+	snprintf(cfg->link_socket, sizeof(cfg->link_socket), "%s", CONFIG_LINK_SOCKET_DEFAULT);
 	snprintf(cfg->audit_log, sizeof(cfg->audit_log), "%s", CONFIG_AUDIT_LOG_DEFAULT);
 	cfg->audit_fail_closed = 1;
 	cfg->checkpoint_records = CONFIG_CHECKPOINT_RECORDS_DEFAULT;

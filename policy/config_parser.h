@@ -29,6 +29,8 @@
 #define CONFIG_KEYD_USER_DEFAULT   "redoubt-keyd"
 #define CONFIG_ADMIN_GROUP_DEFAULT "redoubt-admin"
 #define CONFIG_CONTROL_SOCKET_DEFAULT "/run/redoubt/control.sock"
+/* Where the workers' supervisor waits for keyd's when they run as two services. */
+#define CONFIG_LINK_SOCKET_DEFAULT "/run/redoubt/workers/link.sock"
 #define CONFIG_AUDIT_LOG_DEFAULT   "/var/log/redoubt/audit.jsonl"
 #define CONFIG_TPM_TCTI_DEFAULT    "device:/dev/tpmrm0"
 #define CONFIG_FIPS_CONFIG_DEFAULT "/etc/redoubt/openssl-fips.cnf" /* docs/fips.md */
@@ -71,7 +73,8 @@
 
 /* Every key of every section; the line each was set on is kept per section. */
 enum config_key_id {
-	CK_WORKERS, CK_USER, CK_KEYD_USER, CK_ADMIN_GROUP, CK_CONTROL_SOCKET, CK_AUDIT_LOG,
+	CK_WORKERS, CK_USER, CK_KEYD_USER, CK_ADMIN_GROUP, CK_CONTROL_SOCKET, CK_LINK_SOCKET,
+	CK_AUDIT_LOG,
 	CK_AUDIT_FAIL_CLOSED, CK_AUDIT_SYSLOG, CK_CHECKPOINT_RECORDS, CK_CHECKPOINT_SECONDS,
 	CK_LOG_LEVEL, CK_FIPS, CK_AUTO_RELOAD, CK_MAX_CONNECTIONS, CK_HANDSHAKE_TIMEOUT,
 	CK_IDLE_TIMEOUT, CK_KEYD_TIMEOUT, CK_SECURE_HEAP, CK_SIGN_RATE, CK_SIGN_BURST,
