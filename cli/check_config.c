@@ -2,7 +2,10 @@
  * `redoubt check-config -c FILE`: everything `serve` would refuse, said before anything
  * starts: syntax and values (file:line), files, every identity's key and certificate
  * (passphrase, match, validity, chain), the users, and whether each address can be bound.
- * It loads the keys itself, so run it as root or as the keyd user.
+ * It loads the keys itself, so run it as root or as the keyd user.  With the split
+ * services, --role keyd checks what keyd's half uses (no addresses: its unit has no
+ * network) and --role workers what the workers' half uses (addresses, no keys: that user
+ * cannot read them).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -57,29 +60,45 @@ check_user(const char *name, const char *key)
 	return -1;
 }
 
+static void
+check_usage(void)
+{
+	fprintf(stderr, "usage: redoubt check-config -c FILE [--role all|keyd|workers]\n");
+}
+
 int
 cmd_check_config(int argc, char **argv)
 {
-	const char *path = NULL;
+	static const struct option longopts[] = {
+		{ "role", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *path = NULL, *role = "all";
 	struct config *cfg = NULL;
 	char err[KEYSTORE_ERR_MAX], ferr[FIPS_ERR_MAX];
-	int opt, bad = 0;
+	int opt, bad = 0, keys, addrs;
 
 	optind = 1;
-	while ((opt = getopt(argc, argv, "c:")) != -1) {
-		if (opt != 'c') {
-			fprintf(stderr, "usage: redoubt check-config -c FILE\n");
+	while ((opt = getopt_long(argc, argv, "c:r:", longopts, NULL)) != -1) {
+		if (opt == 'c')
+			path = optarg;
+		else if (opt == 'r')
+			role = optarg;
+		else {
+			check_usage();
 			return EXIT_USAGE;
 		}
-		path = optarg;
 	}
-	if (path == NULL || optind != argc) {
-		fprintf(stderr, "usage: redoubt check-config -c FILE\n");
+	keys = strcmp(role, "workers") != 0;
+	addrs = strcmp(role, "keyd") != 0;
+	if (path == NULL || optind != argc || (!keys && !addrs) ||
+	    (strcmp(role, "all") != 0 && strcmp(role, "keyd") != 0 && strcmp(role, "workers") != 0)) {
+		check_usage();
 		return EXIT_USAGE;
 	}
 	log_init("check-config", LOG_LVL_WARN);
 	if (config_load(path, &cfg, err, sizeof(err)) == -1 ||
-	    config_check_files(cfg, err, sizeof(err)) == -1) {
+	    (keys && config_check_files(cfg, err, sizeof(err)) == -1)) {
 		fprintf(stderr, "%s\n", err);
 		config_free(cfg);
 		return EXIT_CONFIG;
@@ -90,9 +109,9 @@ cmd_check_config(int argc, char **argv)
 		config_free(cfg);
 		return EXIT_CONFIG;
 	}
-	if (CRYPTO_secure_malloc_init(cfg->secure_heap, KEYD_SECURE_HEAP_MINSIZE) != 1)
+	if (keys && CRYPTO_secure_malloc_init(cfg->secure_heap, KEYD_SECURE_HEAP_MINSIZE) != 1)
 		log_warnx("no secure heap (mlock refused): keys are checked in ordinary memory");
-	for (size_t i = 0; i < cfg->n_identities; i++) {
+	for (size_t i = 0; i < cfg->n_identities && keys; i++) {
 		struct keyd_key *k = NULL;
 		if (keystore_load(cfg, &cfg->identities[i], 1, &k, err, sizeof(err)) == -1) {
 			fprintf(stderr, "[identity %s] %s\n", cfg->identities[i].name, err);
@@ -103,10 +122,10 @@ cmd_check_config(int argc, char **argv)
 	if (geteuid() == 0 &&
 	    (check_user(cfg->user, "user") == -1 || check_user(cfg->keyd_user, "keyd-user") == -1))
 		bad = 1;
-	for (size_t i = 0; i < cfg->n_listeners; i++)
+	for (size_t i = 0; i < cfg->n_listeners && addrs; i++)
 		if (check_bindable(&cfg->listeners[i].listen, "listener", cfg->listeners[i].name))
 			bad = 1;
-	for (size_t i = 0; i < cfg->n_connectors; i++)
+	for (size_t i = 0; i < cfg->n_connectors && addrs; i++)
 		if (check_bindable(&cfg->connectors[i].listen, "connector", cfg->connectors[i].name))
 			bad = 1;
 	if (!bad)

@@ -227,7 +227,15 @@ serve_bind_control(struct supervisor *s)
 	gid_t gid = getegid();
 
 	if ((s->control_fd = sd_listen_fd_named("control")) >= 0) {
-		log_debug("control-socket: passed by systemd");
+		struct sockaddr_un sun;
+		socklen_t len = sizeof(sun);
+		/* `redoubt rotate` finds the socket through control-socket: they must agree. */
+		memset(&sun, 0, sizeof(sun));
+		if (getsockname(s->control_fd, (struct sockaddr *)&sun, &len) == 0 &&
+		    sun.sun_family == AF_UNIX && strcmp(sun.sun_path, s->cfg->control_socket) != 0)
+			log_warnx("control-socket is %s but systemd passed %s: redoubt rotate and "
+			    "redoubt status need --socket %s", s->cfg->control_socket, sun.sun_path,
+			    sun.sun_path);
 		return 0;
 	}
 	if ((grbuf = malloc(SERVE_GRBUF_MAX)) == NULL)

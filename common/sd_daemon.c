@@ -46,8 +46,10 @@ sd_read_env(void)
 		for (int i = 0; i < sd_nfds; i++) {
 			size_t len = names != NULL ? strcspn(names, ":") : 0;
 			/* Unnamed sockets are called "unknown" by systemd itself. */
-			snprintf(sd_names[i], sizeof(sd_names[i]), "%.*s", (int)len,
-			    len > 0 ? names : "unknown");
+			if (len > 0)
+				snprintf(sd_names[i], sizeof(sd_names[i]), "%.*s", (int)len, names);
+			else
+				snprintf(sd_names[i], sizeof(sd_names[i]), "unknown");
 			if (names != NULL)
 				names = names[len] == ':' ? names + len + 1 : NULL;
 			(void)fcntl(SD_LISTEN_FDS_START + i, F_SETFD, FD_CLOEXEC);

@@ -341,3 +341,47 @@ def test_bad_role_is_a_usage_error(env):
     res = run([env.bin, "serve", "--role", "both", "-c", "/nonexistent"], timeout=10)
     assert res.returncode == 64
     assert "--role must be all, keyd or workers" in res.stderr
+
+
+def test_check_config_per_half(env):
+    """Each unit checks what its half uses: keyd's user the keys (no addresses: its unit has
+    no network), the workers' user the addresses (it cannot read the keys)."""
+    sp = Split(env)
+    with open(sp.conf) as f:
+        text = f.read()
+    # An address no interface here has: only the workers' half can notice.
+    bad_addr = text.replace(f"listen = 127.0.0.1:{sp.port}", "listen = 192.0.2.1:6379")
+    conf2 = os.path.join(sp.dir, "bad-addr.conf")
+    with open(conf2, "w") as f:
+        f.write(bad_addr)
+    os.chmod(conf2, 0o644)
+
+    def check(user, conf, role):
+        return run(_setpriv(user) + [env.bin, "check-config", "--role", role, "-c", conf],
+                   timeout=30)
+
+    res = check("redoubt-keyd", sp.conf, "keyd")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = check("redoubt-keyd", conf2, "keyd")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = check("redoubt", conf2, "workers")
+    assert res.returncode == 78 and "cannot listen on 192.0.2.1:6379" in res.stderr, res.stderr
+    # The workers' user cannot read the key: a full check fails, its own half's passes.
+    res = check("redoubt", sp.conf, "all")
+    assert res.returncode == 78, res.stdout + res.stderr
+    res = check("redoubt", sp.conf, "workers")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_control_socket_elsewhere_is_named(env):
+    """A socket unit whose path is not control-socket still works, and keyd says how to
+    reach it (redoubt rotate would otherwise look at control-socket)."""
+    sp = Split(env)
+    try:
+        sp.control_path = os.path.join(sp.dir, "run", "elsewhere.sock")
+        sp.start()
+        assert f"but systemd passed {sp.control_path}" in sp.keyd.log()
+        res = run([env.bin, "status", "--socket", sp.control_path], timeout=30)
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        sp.stop()
