@@ -702,7 +702,7 @@ ks_fill_meta(const struct config_identity *id, struct keyd_key *k, char *err, si
 	if (!X509_digest(k->leaf, EVP_sha256(), md, &mdlen) || mdlen != 32)
 		goto oom;
 	for (i = 0; i < mdlen; i++)
-		snprintf(k->fingerprint + 3 * i, sizeof(k->fingerprint) - 3 * i,
+		snprintf(k->fingerprint + (size_t)3 * i, sizeof(k->fingerprint) - (size_t)3 * i,
 		    i + 1 < mdlen ? "%02X:" : "%02X", md[i]);
 
 	if ((bio = BIO_new(BIO_s_mem())) == NULL ||

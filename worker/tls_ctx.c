@@ -71,7 +71,6 @@ tls_ticket_cb(SSL *s, unsigned char name[16], unsigned char iv[EVP_MAX_IV_LENGTH
 		if (RAND_bytes(iv, 16) <= 0)
 			return -1;
 		memcpy(name, k->name, IPC_TICKET_NAME_LEN);
-		slot = 0;
 	} else {
 		for (slot = 0; slot < 2; slot++)
 			if (wk->tickets[slot].valid &&
