@@ -84,11 +84,22 @@ test-asan:
 		EXTRA_CFLAGS="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" TEST_HOOKS=1 build-asan/redoubt test-unit
 
+# The unit tests under valgrind's memcheck: no invalid access, no leak.  Not test_sandbox:
+# valgrind runs the code on its own emulated CPU and cannot live under the seccomp filters
+# that test installs (ASan/UBSan cover it in test-asan).
+VALGRIND_UNIT := $(filter-out %/test_sandbox,$(UNIT))
+test-valgrind: $(UNIT)
+	@set -e; for t in $(VALGRIND_UNIT); do echo "== valgrind $$t"; \
+		valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+		--track-fds=no $$t >/dev/null; done
+
 test-system: $(BUILD)/redoubt
 	REDOUBT_BIN=$(abspath $(BUILD)/redoubt) /usr/bin/python3 -m pytest -q tests/system
 
 test: deps
 	$(MAKE) all test-unit
+	$(MAKE) lint
+	$(MAKE) test-valgrind
 	$(MAKE) test-asan
 	$(MAKE) fuzz FUZZ_N=100000
 	$(MAKE) TEST_HOOKS=1 BUILD=build-hooks build-hooks/redoubt
@@ -112,7 +123,7 @@ deb:
 # switches users and reads the kernel audit log to name seccomp kills.  Issue 9 asks
 # for <= 1.5, which needs the keyd / worker unit split.  The test enforces today's bound so
 # it cannot get worse while that work is pending.
-REDOUBT_SECURITY_MAX ?= 2.5
+REDOUBT_SECURITY_MAX ?= 1.5
 test-package:
 	REDOUBT_SECURITY_MAX=$(REDOUBT_SECURITY_MAX) /usr/bin/python3 tests/package/test_package.py
 

@@ -4,7 +4,7 @@ set -eu
 PKGS="build-essential pkg-config libssl-dev libseccomp-dev libcap-dev libtss2-dev
  libinih-dev libjansson-dev libcmocka-dev openssl redis-server redis-tools python3
  python3-redis python3-pytest iproute2 nftables tcpdump procps psmisc util-linux
- swtpm dpkg-dev"
+ swtpm dpkg-dev cppcheck clang-tidy valgrind"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
