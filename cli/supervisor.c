@@ -521,6 +521,7 @@ int
 supervisor_run(struct supervisor *s)
 {
 	sup = s;
+	ipc_chan_init(&sup->link, -1);
 	if (evloop_init(&sup->loop) == -1)
 		fatal("supervisor: epoll");
 	sup_signals();

@@ -293,7 +293,6 @@ link_lonely_cb(struct ev_timer *t)
 void
 supervisor_link_start(struct supervisor *s)
 {
-	ipc_chan_init(&s->link, -1);
 	s->link_retry_ms = 0;
 	if (s->role == SUP_ROLE_KEYD) {
 		evloop_timer_init(&s->link_timer, link_connect_cb, s);

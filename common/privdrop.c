@@ -12,12 +12,26 @@
 
 #include "common/log.h"
 
+/*
+ * For a child about to exec without changing users.  The ambient set is the only way a
+ * capability survives that exec (our binary has no file capabilities), so clearing it is
+ * enough for a non-root caller: the exec drops the rest.  capset(2) itself is only needed,
+ * and only made, as root -- the packaged units refuse it (SystemCallFilter=~@privileged),
+ * e.g. when low-port.conf gives the workers' supervisor CAP_NET_BIND_SERVICE.
+ */
 void
 privdrop_caps(void)
 {
-	cap_t none = cap_init();
+	cap_t none = cap_init(), cur = cap_get_proc();
+	int held;
 
-	if (none == NULL || cap_set_proc(none) == -1)
+	if (none == NULL || cur == NULL)
+		fatal("privdrop: reading capabilities");
+	held = cap_compare(cur, none) != 0;
+	cap_free(cur);
+	if (CAP_AMBIENT_SUPPORTED() && cap_reset_ambient() == -1)
+		fatal("privdrop: clearing ambient capabilities");
+	if (held && geteuid() == 0 && cap_set_proc(none) == -1)
 		fatal("privdrop: clearing capabilities");
 	cap_free(none);
 }

@@ -5,16 +5,24 @@ Steps (each reported; every failure is collected and the exit status is 1 if the
   1. build with packaging/build-deb.sh (dpkg-buildpackage -us -uc -b, debhelper 13)
   2. lintian on the .changes: no error, no warning; every override has a written reason
   3. blhc on the build log: every compile and link line has the hardening flags
-  4. systemd-analyze security --offline=true: every shipped unit, and the unit with each
-     shipped drop-in example, scores <= REDOUBT_SECURITY_MAX (default 1.5, the issue's bar)
+  4. systemd-analyze security --offline=true: every .service in the built package, and each
+     shipped drop-in example applied to the unit its first line names ("# Drop-in for UNIT:"),
+     scores <= REDOUBT_SECURITY_MAX (default 1.5, the issue's bar)
   5. apt-get install ./redoubt_*.deb; users, groups, directories, modes, files, conffiles
   6. a real configuration (dev certificates in /etc/redoubt/tls, redis-server on a unix socket),
-     ExecCondition, ExecStartPre and ExecStart run the way systemd would run them: clean
-     environment, the unit's limits and umask, its capability bounding set and NoNewPrivileges,
-     a mount namespace with ProtectSystem=strict + ReadWritePaths, PrivateTmp, ProtectHome,
-     PrivateDevices, ProtectProc/ProcSubset, and its system call filter (tests/package/
-     seccomp_exec.c); redis-cli --tls through it; the children's users and sandboxes; the audit
-     log, rotated by the packaged logrotate file and reopened on SIGUSR1; ExecReload; SIGTERM
+     then the two services started the way systemd would start them, keyd's first:
+     redoubt-control.socket's socket (owner, group, mode from the unit) made and passed to
+     redoubt-keyd.service's ExecStart as fd 3 (LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES), which
+     must send READY=1 on NOTIFY_SOCKET (Type=notify, from the main process); then
+     redoubt.service with its RuntimeDirectory= made for its user.  Each ExecCondition,
+     ExecStartPre and ExecStart runs with a clean environment, the unit's User/Group, limits
+     and umask, its capability bounding set and NoNewPrivileges, private mount (ProtectSystem=
+     strict + ReadWritePaths/RuntimeDirectory, PrivateTmp, ProtectHome, PrivateDevices,
+     ProtectProc/ProcSubset), network, IPC and UTS namespaces as the unit asks, and its system
+     call filter (tests/package/seccomp_exec.c).  redis-cli --tls through it; every process's
+     user, capabilities and NoNewPrivs; the audit log, rotated by the packaged logrotate file
+     and reopened on SIGUSR1 to keyd's service; ExecReload ("+": as root, no sandbox);
+     SIGTERM to the workers' service, then keyd's: exit 0, no process left
   7. reinstall keeps the edited conffile
   8. dpkg -r, then dpkg -P: the differences to the state before the test are listed, and only
      the documented ones may remain (users and groups, keys in /etc/redoubt/tls, the audit
@@ -28,17 +36,19 @@ REDOUBT_PKGTEST_KEEP=1 (keep the work directory).
 import errno
 import glob
 import grp
+import gzip
 import hashlib
-import json
 import os
 import pwd
 import resource
 import re
 import shlex
 import shutil
+import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,12 +60,17 @@ DEB_DIR = os.path.join(TOP, "build", "deb")
 SECURITY_MAX = float(os.environ.get("REDOUBT_SECURITY_MAX", "1.5"))
 USERS = ("redoubt", "redoubt-keyd")
 GROUPS = ("redoubt", "redoubt-keyd", "redoubt-admin")
-UNIT_PATH = "/lib/systemd/system/redoubt.service"
+UNIT_DIR = "/lib/systemd/system"
+WORKERS_UNIT = "redoubt.service"          # the workers' half; enabled, pulls in keyd's
+KEYD_UNIT = "redoubt-keyd.service"        # keyd's half, Type=notify, socket-activated
+CONTROL_UNIT = "redoubt-control.socket"   # keyd's control socket
+UNITS = (WORKERS_UNIT, KEYD_UNIT, CONTROL_UNIT)
 CONF = "/etc/redoubt/redoubt.conf"
 TLS_DIR = "/etc/redoubt/tls"
 LOG_DIR = "/var/log/redoubt"
 RUN_DIR = "/run/redoubt"
-READY_TIMEOUT_S = 30      # ExecStart to an accepting listener (keyd may load slowly)
+READY_TIMEOUT_S = 30      # ExecStart to READY=1 / an accepting listener (keyd may load slowly)
+PKGTEST_WORKERS = 2       # workers in the test configuration
 TOOLS = {                 # command -> Debian package, installed when missing
     "lintian": "lintian", "blhc": "blhc", "systemd-analyze": "systemd",
     "redis-server": "redis-server", "redis-cli": "redis-tools", "logrotate": "logrotate",
@@ -193,26 +208,82 @@ def size_bytes(v):
 
 
 class UnitExec:
-    """Builds the command line that runs an Exec*= line of the unit as systemd would."""
+    """Builds the command line that runs an Exec*= line of a unit as systemd would."""
 
-    def __init__(self, unit, work, helper):
+    # systemd's environment for a User= service (exec_context's USER, LOGNAME, HOME, SHELL).
+    BASE_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8"]
+    # ExecStart with socket activation: "LISTEN_PID=" + this is replaced by the pid that
+    # execs the service's binary (every program in argv() execs in place, keeping it).
+    PID_MARK = "@PID@"
+
+    def __init__(self, name, unit, work, helper):
+        self.name = name
         self.svc = unit["Service"]
         self.work = work
         self.helper = helper
-        self.allow_file = os.path.join(work, "syscalls.allow")
+        stem = name.replace(".", "-")
+        self.allow_file = os.path.join(work, f"{stem}.syscalls.allow")
         with open(self.allow_file, "w") as f:
             f.write("\n".join(sorted(syscall_allow_list(self.svc.get("SystemCallFilter", [])))))
             f.write("\n")
-        self.ns_script = os.path.join(work, "unit-namespace.sh")
+        self.ns_script = os.path.join(work, f"{stem}.namespace.sh")
         self._write_ns_script()
+        user = self.svc.get("User", ["root"])[-1]
+        self.pw = pwd.getpwnam(user)
+        group = self.svc.get("Group", [None])[-1]
+        self.gid = grp.getgrnam(group).gr_gid if group else self.pw.pw_gid
+        # User=: systemd calls initgroups(); SupplementaryGroups= come on top.
+        gids = set(os.getgrouplist(self.pw.pw_name, self.gid)) if user != "root" else set()
+        gids |= {grp.getgrnam(g).gr_gid for v in self.svc.get("SupplementaryGroups", [])
+                 for g in v.split()}
+        self.groups = sorted(gids)
+
+    def runtime_dirs(self):
+        """RuntimeDirectory=: (path, mode); systemd makes them for User=/Group=."""
+        mode = int(self.svc.get("RuntimeDirectoryMode", ["0755"])[-1], 8)
+        return [("/run/" + d, mode) for v in self.svc.get("RuntimeDirectory", [])
+                for d in v.split()]
+
+    def make_runtime_dirs(self):
+        """What systemd does before the first process of the unit; returns what it made."""
+        made = []
+        for path, mode in self.runtime_dirs():
+            parts = path.strip("/").split("/")
+            for i in range(2, len(parts)):       # parents: root's, 0755, as systemd makes them
+                parent = "/" + "/".join(parts[:i])
+                if not os.path.isdir(parent):
+                    os.mkdir(parent, 0o755)
+                    made.append(parent)
+            if not os.path.isdir(path):
+                os.mkdir(path)
+                made.append(path)
+            os.chown(path, self.pw.pw_uid, self.gid)
+            os.chmod(path, mode)
+        return made
+
+    def remove_runtime_dirs(self):
+        """What systemd does when the unit stops (no RuntimeDirectoryPreserve=)."""
+        for path, _ in self.runtime_dirs():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def unshare_opts(self):
+        opts = ["--mount"]
+        if self._yes("PrivateNetwork"):
+            opts.append("--net")
+        if self._yes("PrivateIPC"):
+            opts.append("--ipc")
+        if self._yes("ProtectHostname"):
+            opts.append("--uts")
+        return opts
 
     def _write_ns_script(self):
         rw = []
         for v in self.svc.get("ReadWritePaths", []):
             rw += [p.lstrip("-") for p in v.split()]
         rw += ["/run/" + d for v in self.svc.get("RuntimeDirectory", []) for d in v.split()]
-        lines = ["#!/bin/sh", "# Generated by tests/package/test_package.py: the unit's file "
-                 "system view, in a private mount namespace.", "set -e",
+        lines = ["#!/bin/sh", f"# Generated by tests/package/test_package.py: {self.name}'s "
+                 "file system view, in a private mount namespace.", "set -e",
                  "mount --make-rprivate /"]
         # ReadWritePaths=, RuntimeDirectory=: own mounts, so they stay writable below.
         for p in rw:
@@ -256,8 +327,7 @@ class UnitExec:
     def _yes(self, key):
         return self.svc.get(key, ["no"])[-1] in ("yes", "true", "1", "on", "strict", "full")
 
-    def argv(self, exec_value):
-        _, cmd = unit_argv(exec_value)
+    def _limits(self):
         svc = self.svc
         limits = []
         for key, opt, res in (("LimitNOFILE", "--nofile", resource.RLIMIT_NOFILE),
@@ -272,31 +342,58 @@ class UnitExec:
                     note(f"{key}={svc[key][-1]} emulated as {hard} (no CAP_SYS_RESOURCE here)")
                     v = hard
                 limits.append(f"{opt}={v}:{v}")
-        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "LANG=C.UTF-8"]
-        for v in svc.get("Environment", []):
+        return limits
+
+    def _env(self, extra_env):
+        env = list(self.BASE_ENV)
+        if self.pw.pw_name != "root":
+            env += [f"USER={self.pw.pw_name}", f"LOGNAME={self.pw.pw_name}",
+                    f"HOME={self.pw.pw_dir}", f"SHELL={self.pw.pw_shell}"]
+        for v in self.svc.get("Environment", []):
             env += shlex.split(v)
-        caps = []
-        for v in svc.get("CapabilityBoundingSet", []):
-            caps += [c.lower().replace("cap_", "") for c in v.split()]
-        bounding = "-all" + "".join(f",+{c}" for c in caps)
-        groups = [g for v in svc.get("SupplementaryGroups", []) for g in v.split()]
-        priv = ["setpriv", f"--groups={','.join(groups)}" if groups else "--clear-groups",
-                f"--bounding-set={bounding}", "--inh-caps=-all", "--ambient-caps=-all"]
-        if self._yes("NoNewPrivileges"):
-            priv.append("--no-new-privs")
-        err = svc.get("SystemCallErrorNumber", ["EPERM"])[-1]
-        errnum = getattr(errno, err) if not err.isdigit() else int(err)
-        afs = []
-        for v in svc.get("RestrictAddressFamilies", []):
-            afs += [str(int(getattr(socket, a))) for a in v.split()]
-        mdwe = "1" if self._yes("MemoryDenyWriteExecute") else "0"
+        return env + list(extra_env)
+
+    def argv(self, exec_value, extra_env=()):
+        prefix, cmd = unit_argv(exec_value)
+        svc = self.svc
         umask = svc.get("UMask", ["0022"])[-1]
-        return (["unshare", "--mount", "--propagation", "private", self.ns_script,
-                 "sh", "-c", f'umask {umask} && exec "$@"', "umask",
-                 "prlimit"] + limits + ["--", "env", "-i"] + env + priv +
-                ["--", self.helper, self.allow_file, str(errnum), ",".join(afs) or "0", mdwe] +
-                cmd)
+        head = ["sh", "-c", f'umask {umask} && exec "$@"', "umask",
+                "prlimit"] + self._limits() + ["--", "env", "-i"] + self._env(extra_env)
+        if "+" in prefix:
+            # "+": full privileges: as root, without User=, capability, namespace or system
+            # call restrictions (systemd.service(5), "Command lines").
+            argv = head + cmd
+        else:
+            caps = []
+            for v in svc.get("CapabilityBoundingSet", []):
+                caps += [c.lower().replace("cap_", "") for c in v.split()]
+            bounding = "-all" + "".join(f",+{c}" for c in caps)
+            if any(v.split() for v in svc.get("AmbientCapabilities", [])):
+                raise RuntimeError("the test does not emulate AmbientCapabilities=")
+            priv = ["setpriv"]
+            if self.pw.pw_name != "root":
+                priv += [f"--reuid={self.pw.pw_uid}", f"--regid={self.gid}"]
+            priv += [f"--groups={','.join(map(str, self.groups))}" if self.groups
+                     else "--clear-groups",
+                     f"--bounding-set={bounding}", "--inh-caps=-all", "--ambient-caps=-all"]
+            if self._yes("NoNewPrivileges"):
+                priv.append("--no-new-privs")
+            err = svc.get("SystemCallErrorNumber", ["EPERM"])[-1]
+            errnum = getattr(errno, err) if not err.isdigit() else int(err)
+            afs = []
+            for v in svc.get("RestrictAddressFamilies", []):
+                afs += [str(int(getattr(socket, a))) for a in v.split()]
+            mdwe = "1" if self._yes("MemoryDenyWriteExecute") else "0"
+            argv = (["unshare"] + self.unshare_opts() + ["--propagation", "private",
+                                                         self.ns_script] +
+                    head + priv + ["--", self.helper, self.allow_file, str(errnum),
+                                   ",".join(afs) or "0", mdwe] + cmd)
+        if any(e == "LISTEN_PID=" + self.PID_MARK for e in extra_env):
+            # systemd sets LISTEN_PID to the pid of the process it execs; everything above
+            # execs in place, so that is this shell's pid.
+            argv = ["sh", "-c", 'p=$$; for a do shift; [ "$a" != "LISTEN_PID=@PID@" ] || '
+                    'a="LISTEN_PID=$p"; set -- "$@" "$a"; done; exec "$@"', "sh"] + argv
+        return argv
 
 
 # ---------- system state snapshots ----------
@@ -329,8 +426,9 @@ def snapshot(extra_paths):
             lines.append(f"group {g} gid={e.gr_gid} members={','.join(sorted(e.gr_mem))}")
         except KeyError:
             pass
-    roots = ["/etc/redoubt", LOG_DIR, RUN_DIR, "/etc/systemd/system/redoubt.service.d",
-             "/usr/share/doc/redoubt", "/etc/systemd/system/multi-user.target.wants/redoubt.service"]
+    roots = ["/etc/redoubt", LOG_DIR, RUN_DIR] + [f"/etc/systemd/system/{u}.d" for u in UNITS]
+    roots += ["/usr/share/doc/redoubt",
+              "/etc/systemd/system/multi-user.target.wants/redoubt.service"]
     roots += glob.glob("/var/lib/systemd/deb-systemd-helper-enabled/**/*redoubt*", recursive=True)
     roots += glob.glob("/var/lib/systemd/deb-systemd-helper-masked/*redoubt*")
     roots += glob.glob("/var/lib/dpkg/info/redoubt.*")
@@ -390,6 +488,12 @@ class PackageTest:
         self.procs = []                 # (name, Popen) we started
         self.made_files = []            # files this test made outside its work directory
         self.timings = []
+        self.scores = []                # (unit [+ drop-in], exposure)
+        self.logs = {}                  # unit -> its ExecStart's output
+        self.unit_execs = {}            # unit -> UnitExec
+        self.runtime_made = []          # directories made as systemd would (RuntimeDirectory=)
+        self.control_sock = None        # the emulated redoubt-control.socket
+        self.control_path = None
 
     # -- helpers --
     def timed(self, name, fn):
@@ -458,21 +562,46 @@ class PackageTest:
     # -- 4. systemd-analyze security --
     def security(self):
         step(f"systemd-analyze security --offline=true (every unit <= {SECURITY_MAX})")
-        deb_dir = os.path.join(TOP, "packaging", "debian")
-        units = sorted(glob.glob(os.path.join(deb_dir, "*.service")))
-        dropins = sorted(glob.glob(os.path.join(deb_dir, "examples", "systemd", "*.conf")))
-        cases = [(u, None) for u in units] + [(u, d) for u in units for d in dropins]
-        for unit, dropin in cases:
-            name = os.path.basename(unit)
+        # What the package ships, as dpkg would unpack it.
+        tree = os.path.join(self.work, "deb-tree")
+        run(["dpkg-deb", "-x", self.deb, tree], check_rc=True)
+        unit_dir = os.path.join(tree, UNIT_DIR.lstrip("/"))
+        shipped = sorted(os.listdir(unit_dir))
+        check(sorted(UNITS) == shipped, f"the package ships {', '.join(sorted(UNITS))}",
+              str(shipped))
+        services = [u for u in shipped if u.endswith(".service")]
+        others = [u for u in shipped if not u.endswith(".service")]
+        if others:
+            print(f"   ({', '.join(others)}: systemd-analyze security scores services only)")
+        cases = [(u, None) for u in services]
+        ex_dir = os.path.join(tree, "usr/share/doc", PKG, "examples", "systemd")
+        for dropin in sorted(glob.glob(os.path.join(ex_dir, "*.conf*"))):
+            opener = gzip.open if dropin.endswith(".gz") else open
+            with opener(dropin, "rt") as f:
+                first = f.readline()
+            m = re.match(r"# Drop-in for ([\w@.-]+\.service):", first)
+            if not check(m and m.group(1) in services,
+                         f"{os.path.basename(dropin)} names a shipped service on its first line",
+                         first.strip()):
+                continue
+            cases.append((m.group(1), dropin))
+        for name, dropin in cases:
             root = tempfile.mkdtemp(prefix="sa-root.", dir=self.work)
-            os.makedirs(os.path.join(root, "lib/systemd/system"))
-            shutil.copy(unit, os.path.join(root, "lib/systemd/system", name))
+            os.makedirs(os.path.join(root, UNIT_DIR.lstrip("/")))
+            for u in shipped:       # the whole set: keyd's Sockets= and Wants= resolve
+                shutil.copy(os.path.join(unit_dir, u), os.path.join(root, UNIT_DIR.lstrip("/")))
             label = name
             if dropin:
                 d = os.path.join(root, "etc/systemd/system", name + ".d")
                 os.makedirs(d)
-                shutil.copy(dropin, d)
-                label += f" + {os.path.basename(dropin)}"
+                base = os.path.basename(dropin)
+                if base.endswith(".gz"):
+                    base = base[:-3]
+                    with gzip.open(dropin, "rb") as src, open(os.path.join(d, base), "wb") as dst:
+                        dst.write(src.read())
+                else:
+                    shutil.copy(dropin, d)
+                label += f" + {base}"
             res = run(["systemd-analyze", "security", "--offline=true", f"--root={root}",
                        "--no-pager", name])
             m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", res.stdout)
@@ -484,6 +613,7 @@ class PackageTest:
             print(f"   {label}: {score}")
             for line in exposed:
                 print("      " + re.sub(r"\s{2,}", "  ", line))
+            self.scores.append((label, score))
             check(score <= SECURITY_MAX, f"{label} scores {score} <= {SECURITY_MAX}",
                   f"{score} > {SECURITY_MAX}")
 
@@ -519,7 +649,7 @@ class PackageTest:
             RUN_DIR: (0o755, "root:root"),
             CONF: (0o644, "root:root"),
             "/usr/bin/redoubt": (0o755, "root:root"),
-            UNIT_PATH: (0o644, "root:root"),
+            **{os.path.join(UNIT_DIR, u): (0o644, "root:root") for u in UNITS},
             "/etc/logrotate.d/redoubt": (0o644, "root:root"),
             "/usr/lib/tmpfiles.d/redoubt.conf": (0o644, "root:root"),
             "/usr/share/man/man8/redoubt.8.gz": (0o644, "root:root"),
@@ -528,6 +658,7 @@ class PackageTest:
             "/usr/share/doc/redoubt/copyright": (0o644, "root:root"),
             "/usr/share/doc/redoubt/examples/systemd/tpm.conf": (0o644, "root:root"),
             "/usr/share/doc/redoubt/examples/systemd/ip-allow.conf": (0o644, "root:root"),
+            "/usr/share/doc/redoubt/examples/systemd/low-port.conf": (0o644, "root:root"),
         }
         for path, (mode, own) in expect.items():
             if not os.path.exists(path) and os.path.exists(path + ".gz"):
@@ -551,9 +682,21 @@ class PackageTest:
         res = run(["logrotate", "-d", "/etc/logrotate.d/redoubt"])
         check(res.returncode == 0 and "error" not in res.stderr.lower(),
               "logrotate -d accepts /etc/logrotate.d/redoubt", res.stderr[-500:])
-        res = run(["systemd-analyze", "verify", UNIT_PATH])
-        check(res.returncode == 0 and not res.stderr.strip(), "systemd-analyze verify: clean",
-              res.stderr)
+        res = run(["systemd-analyze", "verify"] + [os.path.join(UNIT_DIR, u) for u in UNITS])
+        check(res.returncode == 0 and not res.stderr.strip(),
+              f"systemd-analyze verify {' '.join(UNITS)}: clean", res.stderr)
+        # The three units agree on each other's names (a rename must touch all of them).
+        keyd = parse_unit(os.path.join(UNIT_DIR, KEYD_UNIT))
+        sock = parse_unit(os.path.join(UNIT_DIR, CONTROL_UNIT))
+        workers = parse_unit(os.path.join(UNIT_DIR, WORKERS_UNIT))
+        check(sock["Socket"].get("Service") == [KEYD_UNIT] and
+              CONTROL_UNIT in " ".join(keyd["Service"].get("Sockets", [])),
+              f"{CONTROL_UNIT} activates {KEYD_UNIT}, which names it in Sockets=")
+        check(KEYD_UNIT in " ".join(workers["Unit"].get("Wants", [])) and
+              WORKERS_UNIT in " ".join(keyd["Unit"].get("PartOf", [])) and
+              "Install" not in keyd,
+              f"{WORKERS_UNIT} pulls in {KEYD_UNIT} (Wants=), which goes with it (PartOf=, "
+              "no [Install])")
         for page in ("/usr/share/man/man8/redoubt.8.gz", "/usr/share/man/man5/redoubt.conf.5.gz"):
             res = run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z", page],
                       env=dict(os.environ, LC_ALL="C.UTF-8", MANWIDTH="80"))
@@ -583,20 +726,33 @@ class PackageTest:
 
     # -- 6. run it the way systemd would --
     def serve(self):
-        step("configure and run ExecCondition / ExecStartPre / ExecStart as systemd would")
-        unit = parse_unit(UNIT_PATH)
+        step(f"configure; start {KEYD_UNIT}, then {WORKERS_UNIT}, as systemd would")
+        try:
+            self.serve_units()
+        finally:
+            # After a failure: stop what still runs, as systemctl stop would, so the package
+            # steps below find the services stopped.
+            self.stop_leftovers()
+
+    def serve_units(self):
         helper = self.build_helper()
-        ux = UnitExec(unit, self.work, helper)
-        svc = unit["Service"]
-        res = run(ux.argv("/bin/true"))
-        harness = check(res.returncode == 0, "the systemd emulation runs a command",
-                        res.stdout + res.stderr)
+        units = {n: parse_unit(os.path.join(UNIT_DIR, n)) for n in (KEYD_UNIT, WORKERS_UNIT)}
+        ux = {n: UnitExec(n, u, self.work, helper) for n, u in units.items()}
+        self.unit_execs = ux
+        for n in ux:
+            self.runtime_made += ux[n].make_runtime_dirs()
+        harness = True
+        for n in ux:
+            res = run(ux[n].argv("/bin/true"))
+            harness &= check(res.returncode == 0, f"the systemd emulation of {n} runs a command",
+                             res.stdout + res.stderr)
         # ExecCondition on the packaged example: skip (exit 1..254), not fail.
-        for cond in svc.get("ExecCondition", []) if harness else []:
-            res = run(ux.argv(cond))
-            check(res.returncode == 1 and not res.stderr.strip(),
-                  f"ExecCondition skips the unconfigured example (exit {res.returncode})",
-                  res.stderr)
+        for n in ux if harness else ():
+            for cond in units[n]["Service"].get("ExecCondition", []):
+                res = run(ux[n].argv(cond))
+                check(res.returncode == 1 and not res.stderr.strip(),
+                      f"{n}: ExecCondition skips the unconfigured example (exit "
+                      f"{res.returncode})", res.stderr)
         # Development certificates into /etc/redoubt/tls, as README.Debian says.
         res = run(["redoubt", "cert", "dev", "--dir", TLS_DIR, "--client-name", "client"])
         if not check(res.returncode == 0, "redoubt cert dev --dir /etc/redoubt/tls",
@@ -620,7 +776,7 @@ class PackageTest:
             f.write(f"""
 ; ---- added by tests/package/test_package.py ----
 [global]
-workers = 2
+workers = {PKGTEST_WORKERS}
 
 [identity node]
 cert = {TLS_DIR}/node.crt
@@ -638,32 +794,35 @@ allow    = dns:client
         if not harness:
             return
         wait_for(lambda: os.path.exists(sock), 10)
-        for cond in svc.get("ExecCondition", []):
-            res = run(ux.argv(cond))
-            check(res.returncode == 0, "ExecCondition lets the configured unit start",
-                  f"exit {res.returncode}")
-        for pre in svc.get("ExecStartPre", []):
-            res = run(ux.argv(pre))
-            if not check(res.returncode == 0, f"ExecStartPre ({unit_argv(pre)[1][1]}) passes "
-                         "in the sandbox", (res.stdout + res.stderr)[-1500:]):
-                return
-        log_path = os.path.join(self.work, "serve.log")
-        log = open(log_path, "w")
-        start = unit_argv(svc["ExecStart"][-1])[1]
-        print(f"   ExecStart: {' '.join(start)}")
-        serve = subprocess.Popen(ux.argv(svc["ExecStart"][-1]), stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.procs.append(("redoubt serve", serve))
-        ready = wait_for(lambda: serve.poll() is not None or port_open(port), READY_TIMEOUT_S)
-        if not check(ready and serve.poll() is None, f"redoubt serve listens on 127.0.0.1:{port}",
-                     f"exit {serve.poll()}; log:\n{tail(log_path)}"):
+        for n in ux:
+            for cond in units[n]["Service"].get("ExecCondition", []):
+                res = run(ux[n].argv(cond))
+                check(res.returncode == 0, f"{n}: ExecCondition lets the configured unit start",
+                      f"exit {res.returncode}")
+
+        keyd = self.start_keyd(units[KEYD_UNIT], ux[KEYD_UNIT])
+        if keyd is None:
             return
-        self.check_processes(serve.pid)
+        workers = self.start_unit(WORKERS_UNIT, units[WORKERS_UNIT], ux[WORKERS_UNIT])
+        if workers is None:
+            return
+        log_path = self.logs[WORKERS_UNIT]
+        ready = wait_for(lambda: workers.poll() is not None or port_open(port), READY_TIMEOUT_S)
+        if not check(ready and workers.poll() is None,
+                     f"{WORKERS_UNIT} listens on 127.0.0.1:{port}",
+                     f"exit {workers.poll()}; log:\n{tail(log_path)}"):
+            return
         tls = ["--tls", "--cacert", f"{TLS_DIR}/ca.crt", "--cert", f"{TLS_DIR}/client.crt",
                "--key", f"{TLS_DIR}/client.key", "-h", "127.0.0.1", "-p", str(port)]
-        res = run(["redis-cli"] + tls + ["PING"], timeout=30)
-        check(res.stdout.strip() == "PONG", "redis-cli --tls PING through redoubt: PONG",
-              res.stdout + res.stderr + tail(log_path))
+
+        def ping():
+            return run(["redis-cli"] + tls + ["PING"], timeout=30).stdout.strip() == "PONG"
+        # keyd's half links to the workers' once their link socket exists (it retries).
+        check(wait_for(ping, READY_TIMEOUT_S), "redis-cli --tls PING through redoubt: PONG",
+              tail(log_path) + tail(self.logs[KEYD_UNIT]))
+        self.check_processes(KEYD_UNIT, units[KEYD_UNIT], ux[KEYD_UNIT], keyd, 1)
+        self.check_processes(WORKERS_UNIT, units[WORKERS_UNIT], ux[WORKERS_UNIT], workers,
+                             PKGTEST_WORKERS)
         res = run(["redis-cli"] + tls + ["SET", "pkgtest", "through-the-package"], timeout=30)
         direct = run(["redis-cli", "-s", sock, "GET", "pkgtest"], timeout=30)
         check(direct.stdout.strip() == "through-the-package",
@@ -672,25 +831,153 @@ allow    = dns:client
                    "-p", str(port), "PING"], timeout=30)
         check(bad.stdout.strip() != "PONG", "a client without a certificate is refused",
               bad.stdout)
-        self.check_audit(serve.pid)
-        for reload in svc.get("ExecReload", []):
-            res = run(ux.argv(reload), timeout=60)
-            check(res.returncode == 0, f"ExecReload ({' '.join(unit_argv(reload)[1])}) succeeds",
-                  (res.stdout + res.stderr).strip())
-        res = run(["redis-cli"] + tls + ["PING"], timeout=30)
-        check(res.stdout.strip() == "PONG", "still serving after the reload", res.stderr)
-        # systemctl stop with KillMode=mixed: SIGTERM to the main process.
-        serve.send_signal(signal.SIGTERM)
+        self.check_audit(keyd.pid)
+        for n in (WORKERS_UNIT, KEYD_UNIT):
+            for reload in units[n]["Service"].get("ExecReload", []):
+                res = run(ux[n].argv(reload), timeout=60)
+                check(res.returncode == 0,
+                      f"{n}: ExecReload ({reload}) succeeds",
+                      (res.stdout + res.stderr).strip())
+        check(ping(), "still serving after the reloads", tail(log_path))
+        # systemctl stop redoubt: the workers' half, then keyd's (PartOf=, Before=).
+        for n, proc in ((WORKERS_UNIT, workers), (KEYD_UNIT, keyd)):
+            self.stop_unit(n, units[n], proc)
+        ux[WORKERS_UNIT].remove_runtime_dirs()
+        self.close_control_socket()
+        check(not os.path.exists(os.path.join(RUN_DIR, "workers")) and
+              not os.path.exists(self.control_path),
+              f"stopped: {RUN_DIR}/workers and the control socket are gone (RuntimeDirectory=, "
+              "RemoveOnStop=)")
+        for n in (KEYD_UNIT, WORKERS_UNIT):
+            print(f"   {n} log (last lines):")
+            print("\n".join("      " + x for x in tail(self.logs[n], 8).splitlines()))
+
+    def open_control_socket(self, sock_unit):
+        """What systemd does when it starts redoubt-control.socket: bind, chown, chmod, listen."""
+        s = sock_unit["Socket"]
+        path = s["ListenStream"][-1]
+        user = s.get("SocketUser", ["root"])[-1]
+        group = s.get("SocketGroup", ["root"])[-1]
+        mode = int(s.get("SocketMode", ["0666"])[-1], 8)
+        check((user, group, mode) == ("root", "redoubt-admin", 0o660),
+              f"{CONTROL_UNIT}: {path} root:redoubt-admin 0660 (as README.Debian says)",
+              f"{user}:{group} {oct(mode)}")
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, int(s.get("DirectoryMode", ["0755"])[-1], 8))
+            self.runtime_made.append(parent)
+        if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+        so = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        so.bind(path)
+        self.control_path = path
+        self.control_sock = so
+        os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+        os.chmod(path, mode)
+        so.listen(int(s.get("Backlog", [str(socket.SOMAXCONN)])[-1]))
+        m, o = mode_of(path)
+        check((m, o) == (mode, f"{user}:{group}"), f"control socket made: {path} {o} {oct(m)}")
+        return so, s.get("FileDescriptorName", [CONTROL_UNIT])[-1]
+
+    def close_control_socket(self):
+        """systemctl stop redoubt-control.socket (RemoveOnStop=yes)."""
+        if self.control_sock is not None:
+            self.control_sock.close()
+            self.control_sock = None
+            if os.path.exists(self.control_path):
+                os.unlink(self.control_path)
+
+    def start_unit(self, name, unit, ux, extra_env=(), fds=None):
+        """ExecStartPre, then ExecStart in the background; None if something failed."""
+        svc = unit["Service"]
+        for pre in svc.get("ExecStartPre", []):
+            res = run(ux.argv(pre))
+            if not check(res.returncode == 0, f"{name}: ExecStartPre ({' '.join(unit_argv(pre)[1][1:4])}"
+                         f") passes as {ux.pw.pw_name} in the sandbox",
+                         (res.stdout + res.stderr)[-1500:]):
+                return None
+        log_path = os.path.join(self.work, name + ".log")
+        self.logs[name] = log_path
+        start = svc["ExecStart"][-1]
+        print(f"   {name}: ExecStart={start}")
+        pre_exec = None
+        if fds:
+            # Socket activation: the sockets at fd 3, 4, ... in the started process.
+            def pre_exec():
+                for i, fd in enumerate(fds):
+                    os.dup2(fd, 3 + i)
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(ux.argv(start, extra_env), stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    pass_fds=tuple(range(3, 3 + len(fds or ()))),
+                                    preexec_fn=pre_exec, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def start_keyd(self, unit, ux):
+        """redoubt-control.socket, then redoubt-keyd.service (Type=notify) until READY=1."""
+        svc = unit["Service"]
+        control, fdname = self.open_control_socket(parse_unit(os.path.join(UNIT_DIR,
+                                                                           CONTROL_UNIT)))
+        notify_path = os.path.join(self.work, "notify")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(notify_path)
+        os.chmod(notify_path, 0o777)          # as systemd's /run/systemd/notify
+        notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        env = ["LISTEN_PID=" + UnitExec.PID_MARK, "LISTEN_FDS=1", f"LISTEN_FDNAMES={fdname}"]
+        if svc.get("Type", ["simple"])[-1] == "notify":
+            env.append(f"NOTIFY_SOCKET={notify_path}")
         try:
-            rc = serve.wait(timeout=int(svc.get("TimeoutStopSec", ["90"])[-1]))
+            proc = self.start_unit(KEYD_UNIT, unit, ux, env, fds=[control.fileno()])
+            if proc is None:
+                return None
+            if svc.get("Type", ["simple"])[-1] != "notify":
+                fail(f"{KEYD_UNIT} is not Type=notify: the workers would not wait for its keys")
+                return proc
+            ready, sender = self.wait_notify(notify, proc)
+            main_only = svc.get("NotifyAccess", ["main"])[-1] == "main"
+            check(ready and (sender == proc.pid or not main_only),
+                  f"{KEYD_UNIT}: READY=1 on NOTIFY_SOCKET"
+                  f"{' from the main process' if main_only else ''}",
+                  f"ready {ready}, sender pid {sender}, main pid {proc.pid}, exit "
+                  f"{proc.poll()}; log:\n{tail(self.logs[KEYD_UNIT])}")
+            return proc if ready and proc.poll() is None else None
+        finally:
+            notify.close()
+
+    def wait_notify(self, notify, proc):
+        """(READY=1 seen, sender pid) within READY_TIMEOUT_S, while the process lives."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        creds = struct.calcsize("iII")
+        while time.monotonic() < deadline and proc.poll() is None:
+            r, _, _ = select.select([notify], [], [], 0.2)
+            if not r:
+                continue
+            msg, anc, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(creds))
+            pid = None
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", data[:creds])[0]
+            lines = msg.decode(errors="replace").splitlines()
+            print(f"   notify from pid {pid}: {' '.join(lines)}")
+            if "READY=1" in lines:
+                return True, pid
+        return False, None
+
+    def stop_unit(self, name, unit, proc):
+        """systemctl stop with KillMode=mixed: SIGTERM to the main process; then nothing of
+        the service may be left (systemd would SIGKILL the rest of the cgroup)."""
+        pids = [proc.pid] + descendants_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=int(unit["Service"].get("TimeoutStopSec", ["90"])[-1]))
         except subprocess.TimeoutExpired:
             rc = None
-        check(rc == 0, "SIGTERM stops the service with exit 0", f"exit {rc}; {tail(log_path)}")
-        time.sleep(0.2)
-        left = children_of(serve.pid)
-        check(not left, "no process of the service is left", str(left))
-        print("   serve log (last lines):")
-        print("\n".join("      " + x for x in tail(log_path, 12).splitlines()))
+        check(rc == 0, f"{name}: SIGTERM stops it with exit 0",
+              f"exit {rc}; {tail(self.logs[name])}")
+        left = [p for p in pids if wait_for(lambda p=p: not pid_alive(p), 5) is False]
+        check(not left, f"{name}: no process of the service is left ({len(pids)} were running)",
+              str(left))
 
     def build_helper(self):
         # In the work directory under /run: the emulated PrivateTmp/ProtectHome hide a
@@ -703,29 +990,34 @@ allow    = dns:client
             check_rc=True)
         return helper
 
-    def check_processes(self, pid):
-        status = proc_status(pid)
-        check(status.get("Uid", "").split()[:1] == ["0"], "supervisor runs as root")
-        caps = int(status.get("CapBnd", "0"), 16)
+    def check_processes(self, name, unit, ux, proc, n_children):
+        """Every process of the service: the unit's user, capabilities within its bounding
+        set (none at all when it is empty), NoNewPrivs, a seccomp filter."""
+        svc = unit["Service"]
         allowed = 0
-        # NET_BIND_SERVICE, SETGID, SETUID, SETPCAP, KILL, AUDIT_READ (naming seccomp kills)
-        for c in (10, 6, 7, 8, 5, 37):
-            allowed |= 1 << c
-        check(caps & ~allowed == 0, "supervisor bounding set within the unit's six "
-              f"capabilities ({hex(caps)})", hex(caps))
-        check(status.get("NoNewPrivs") == "1", "supervisor has NoNewPrivs")
-        check(status.get("Seccomp") == "2", "supervisor runs under the unit's seccomp filter")
-        kids = children_of(pid)
-        users = sorted(pwd.getpwuid(int(proc_status(k).get("Uid", "0").split()[0])).pw_name
-                       for k in kids)
-        check(users.count("redoubt-keyd") == 1 and users.count("redoubt") == 2,
-              "children: keyd as redoubt-keyd, 2 workers as redoubt", str(users))
-        for k in kids:
-            st = proc_status(k)
-            check(int(st.get("CapBnd", "1"), 16) == 0 and st.get("NoNewPrivs") == "1" and
-                  int(st.get("CapEff", "1"), 16) == 0,
-                  f"child {k} ({st.get('Name')}): no capabilities, NoNewPrivs",
-                  f"CapBnd {st.get('CapBnd')} CapEff {st.get('CapEff')}")
+        for v in svc.get("CapabilityBoundingSet", []):
+            for c in v.split():
+                allowed |= 1 << cap_number(c)
+        kids = children_of(proc.pid)
+        check(len(kids) == n_children, f"{name}: supervisor and {n_children} child(ren)",
+              f"children {kids}")
+        for pid, what in [(proc.pid, "supervisor")] + [(k, "child") for k in kids]:
+            st = proc_status(pid)
+            label = f"{name}: {what} {pid} ({st.get('Name')})"
+            uids = {int(u) for u in st.get("Uid", "-1").split()}
+            check(uids == {ux.pw.pw_uid}, f"{label} runs as {ux.pw.pw_name}",
+                  f"uids {sorted(uids)}")
+            caps = {k: int(st.get(k, "ffff"), 16) for k in ("CapEff", "CapPrm", "CapBnd")}
+            if allowed == 0:
+                check(not any(caps.values()), f"{label}: CapEff, CapPrm, CapBnd all 0",
+                      str({k: hex(v) for k, v in caps.items()}))
+            else:
+                check(not any(v & ~allowed for v in caps.values()),
+                      f"{label}: capabilities within the unit's bounding set",
+                      str({k: hex(v) for k, v in caps.items()}))
+            check(st.get("NoNewPrivs") == "1" and st.get("Seccomp") == "2",
+                  f"{label}: NoNewPrivs 1, seccomp filter",
+                  f"NoNewPrivs {st.get('NoNewPrivs')} Seccomp {st.get('Seccomp')}")
 
     def check_audit(self, pid):
         path = os.path.join(LOG_DIR, "audit.jsonl")
@@ -742,7 +1034,12 @@ allow    = dns:client
             else:
                 fail(f"{p} missing")
         # The packaged logrotate file, forced; then what its postrotate does under systemd
-        # (systemctl kill --kill-whom=main -s USR1): SIGUSR1 to the main process.
+        # (systemctl kill --kill-whom=main -s USR1 redoubt-keyd.service): SIGUSR1 to the main
+        # process of keyd's service, which forwards it to keyd.
+        with open("/etc/logrotate.d/redoubt") as f:
+            post = f.read()
+        check(re.search(rf"--kill-whom=main\s.*{re.escape(KEYD_UNIT)}", post),
+              f"logrotate's postrotate signals {KEYD_UNIT}'s main process")
         state = os.path.join(self.work, "logrotate.state")
         res = run(["logrotate", "-f", "-s", state, "/etc/logrotate.d/redoubt"])
         rotated = sorted(glob.glob(os.path.join(LOG_DIR, "audit.jsonl-*")))
@@ -797,6 +1094,18 @@ allow    = dns:client
         check(all(in_passwd(u) for u in USERS), "remove: users stay")
 
         step("dpkg -P redoubt")
+        # Without systemd, or after a crash, the units' sockets stay where they were made:
+        # purge must clear them (and nothing else).  Leave such remains, as the services would.
+        stale = [os.path.join(RUN_DIR, "workers", "link.sock"),
+                 os.path.join(RUN_DIR, "control.sock")]
+        os.makedirs(os.path.join(RUN_DIR, "workers"), exist_ok=True)
+        self.runtime_made.append(os.path.join(RUN_DIR, "workers"))
+        u = pwd.getpwnam("redoubt")
+        os.chown(os.path.join(RUN_DIR, "workers"), u.pw_uid, u.pw_gid)
+        for path in stale:
+            if not os.path.lexists(path):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as so:
+                    so.bind(path)
         res = run(["dpkg", "-P", PKG])
         print("\n".join("   " + x for x in (res.stdout + res.stderr).strip().splitlines()))
         check(res.returncode == 0, "dpkg -P", res.stderr)
@@ -805,6 +1114,10 @@ allow    = dns:client
         print("   differences to the state before the test:")
         print("\n".join("      " + x for x in d) or "      (none)")
         check(not os.path.exists(CONF), "purge: the configuration is gone")
+        check(not any(os.path.lexists(p) for p in stale) and
+              not os.path.exists(os.path.join(RUN_DIR, "workers")),
+              f"purge: sockets left in {RUN_DIR} and {RUN_DIR}/workers are gone",
+              str([p for p in stale if os.path.lexists(p)]))
         if os.path.join(TLS_DIR, "node.key") in self.made_files:
             check(os.path.exists(os.path.join(TLS_DIR, "node.key")),
                   "purge: keys the administrator put in /etc/redoubt/tls stay")
@@ -828,16 +1141,32 @@ allow    = dns:client
         return p in ("/etc/redoubt", TLS_DIR, LOG_DIR) or p in self.made_files
 
     # -- cleanup: what this test made, and nothing else --
-    def cleanup(self):
-        step("clean up")
+    def stop_leftovers(self):
         for name, p in reversed(self.procs):
             if p.poll() is None:
+                # What systemd would do at a stop: SIGTERM to the main process, then SIGKILL
+                # to whatever of the service is left.
+                rest = descendants_of(p.pid)
                 p.terminate()
                 try:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+                for k in rest:
+                    if pid_alive(k):
+                        os.kill(k, signal.SIGKILL)
+                print(f"   stopped {name}")
+        self.close_control_socket()
+        for ux in self.unit_execs.values():
+            ux.remove_runtime_dirs()
+
+    def cleanup(self):
+        step("clean up")
+        self.stop_leftovers()
+        for d in reversed(self.runtime_made):
+            if os.path.isdir(d) and not os.listdir(d) and not self.existed(d):
+                os.rmdir(d)
         status = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", PKG]).stdout.strip()
         if status and not status.startswith("un"):
             res = run(["dpkg", "-P", PKG])
@@ -905,6 +1234,8 @@ allow    = dns:client
         finally:
             self.cleanup()
         step("summary")
+        if self.scores:
+            print("   exposure: " + ", ".join(f"{n} {v}" for n, v in self.scores))
         print("   " + ", ".join(f"{n} {s:.1f}s" for n, s in self.timings) +
               f"; total {time.monotonic() - t0:.1f}s")
         if FAILURES:
@@ -969,6 +1300,28 @@ def proc_status(pid):
     except OSError:
         pass
     return out
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    st = proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith("Z")
+
+
+def descendants_of(pid):
+    out = []
+    for k in children_of(pid):
+        out += [k] + descendants_of(k)
+    return out
+
+
+def cap_number(name):
+    """CAP_NET_BIND_SERVICE -> 10, from the kernel's header."""
+    with open("/usr/include/linux/capability.h") as f:
+        m = re.search(rf"^#define\s+{re.escape(name.upper())}\s+(\d+)", f.read(), re.M)
+    if not m:
+        raise RuntimeError(f"unknown capability {name}")
+    return int(m.group(1))
 
 
 def children_of(pid):
