@@ -282,7 +282,7 @@ keyd_main(int argc, char **argv)
 			audit_writer_close(kd->audit);
 		exit(KEYD_EXIT_CONFIG);
 	}
-	/* The TPM thread starts here: before the sandbox, whose filter then covers it too. */
+	/* The TPM is opened before the sandbox; its thread starts inside it (below). */
 	if (keyd_tpm_init(err, sizeof(err)) == -1) {
 		log_warnx("%s", err);
 		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
@@ -303,6 +303,13 @@ keyd_main(int argc, char **argv)
 		fatal("keyd: event set-up");
 	keyd_config_audit();
 	sandbox_keyd_enter(kd->cfg);
+	if (keyd_tpm_start(err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
+		if (kd->audit != NULL)
+			audit_writer_close(kd->audit);
+		exit(KEYD_EXIT_CONFIG);
+	}
 	keyd_ready();
 
 	if (evloop_run(&kd->loop) == -1)

@@ -47,6 +47,10 @@
 #include "common/test_hooks.h"
 #endif
 
+/* glibc's internal thread signals (nptl/pthreadP.h): not in any public header. */
+#define KEYD_GLIBC_SIGCANCEL 32
+#define KEYD_GLIBC_SIGSETXID 33
+
 #define KEYD_TPM_PREFIX        "tpm:"
 #define KEYD_TPM_SIM_PORT      2321    /* swtpm / mssim default command port (+1: platform) */
 
@@ -177,6 +181,14 @@ keyd_sandbox_seccomp(const struct config *cfg, unsigned sim_port)
 		sbx_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0);
 		sbx_rule(ctx, SCMP_ACT_ALLOW, "set_robust_list", 0);
 		sbx_rule(ctx, SCMP_ACT_ALLOW, "rseq", 0);
+		/*
+		 * glibc's first pthread_create installs its two internal handlers (SIGCANCEL = 32,
+		 * SIGSETXID = 33, below SIGRTMIN): those and nothing else.
+		 */
+		sbx_rule(ctx, SCMP_ACT_ALLOW, "rt_sigaction", 1,
+		    SCMP_A0_32(SCMP_CMP_EQ, KEYD_GLIBC_SIGCANCEL));
+		sbx_rule(ctx, SCMP_ACT_ALLOW, "rt_sigaction", 1,
+		    SCMP_A0_32(SCMP_CMP_EQ, KEYD_GLIBC_SIGSETXID));
 	}
 	sbx_allow_memory(ctx);
 	sbx_rule(ctx, SCMP_ACT_ALLOW, "tgkill", 1, SCMP_A0_32(SCMP_CMP_EQ, (uint32_t)getpid()));
@@ -199,8 +211,8 @@ keyd_sandbox_seccomp(const struct config *cfg, unsigned sim_port)
 
 /*
  * seccomp's filter is synchronised to every thread (TSYNC), NO_NEW_PRIVS with it; Landlock
- * confines only the calling thread and the threads it starts later.  Say so when a thread
- * already runs (keyd's TPM signer, started before the sandbox).
+ * confines only the calling thread and the threads it starts later.  keyd's TPM signer is
+ * started after the sandbox for that reason; say so if any other thread already runs.
  */
 static void
 keyd_sandbox_threads(void)
@@ -218,8 +230,7 @@ keyd_sandbox_threads(void)
 		fclose(f);
 	if (threads > 1)
 		log_warnx("sandbox: %u threads already run: seccomp covers them all, Landlock only "
-		    "threads started from now on (start the TPM thread after sandbox_keyd_enter())",
-		    threads);
+		    "threads started from now on", threads);
 }
 
 /*

@@ -80,9 +80,12 @@ struct config;
 
 #define TPM_QUEUE_MAX 32      /* TPM requests queued or running; more is IPC_ERR_BUSY */
 
-/* Any identity with a tpm: key?  Then opens the TPM, checks every TPM key against its
- * certificate with a test signature, and starts the thread.  Before the sandbox. */
+/* Any identity with a tpm: key?  Then opens the TPM and checks every TPM key against its
+ * certificate with a test signature.  Before the sandbox. */
 int  keyd_tpm_init(char *err, size_t errlen);
+/* Starts the signer thread, if keyd_tpm_init() opened a TPM.  After the sandbox, so that
+ * Landlock confines the thread too. */
+int  keyd_tpm_start(char *err, size_t errlen);
 /* Queues a checked SIGN request for a TPM key; the answer is sent when the TPM is done. */
 int  keyd_tpm_submit(struct keyd_worker *w, const struct ipc_msg *m, struct keyd_key *key,
     const char *ident);

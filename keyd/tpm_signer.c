@@ -12,8 +12,9 @@
  *
  * A TPM that hangs keeps the thread (and one slot) busy; every later TPM request times out, and
  * software keys and every other request are served as before.  Answers go to the channel the
- * request came on only: a worker channel replaced meanwhile (epoch) drops them.  The thread is
- * created before the sandbox; it blocks every signal.
+ * request came on only: a worker channel replaced meanwhile (epoch) drops them.  The TPM is
+ * opened before the sandbox, the thread started inside it (keyd_tpm_start); it blocks every
+ * signal.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -78,6 +79,7 @@ struct tpm_loaded {
 };
 
 static struct {
+	int              ready;       /* the TPM is open and checked; the thread may start */
 	int              running;
 	pthread_t        thread;
 	pthread_mutex_t  mu;
@@ -461,8 +463,7 @@ int
 keyd_tpm_init(char *err, size_t errlen)
 {
 	const struct config *cfg = kd->cfg;
-	sigset_t all, old;
-	int any = 0, rc;
+	int any = 0;
 
 	for (size_t i = 0; i < cfg->n_identities; i++)
 		any |= kd->ids[i].cur != NULL && kd->ids[i].cur->tpm != NULL;
@@ -489,6 +490,23 @@ keyd_tpm_init(char *err, size_t errlen)
 		snprintf(err, errlen, "TPM: epoll: %s", strerror(errno));
 		return -1;
 	}
+	ts.ready = 1;
+	return 0;
+}
+
+/*
+ * After sandbox_keyd_enter(): a thread inherits the Landlock domain of its creator only when
+ * it is created after the domain exists (seccomp is synchronised to every thread anyway),
+ * and everything the thread needs is already open -- the TPM's device or socket, the eventfd.
+ */
+int
+keyd_tpm_start(char *err, size_t errlen)
+{
+	sigset_t all, old;
+	int rc;
+
+	if (!ts.ready)
+		return 0;
 	/* The thread takes no signals: keyd's signalfd and the supervisor own them. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -500,8 +518,9 @@ keyd_tpm_init(char *err, size_t errlen)
 	}
 	(void)pthread_detach(ts.thread);
 	ts.running = 1;
-	log_info("TPM: %s ready; signer thread started (queue of %d, deadline %u ms)",
-	    cfg->tpm_tcti, TPM_QUEUE_MAX, cfg->keyd_timeout_ms * TPM_DEADLINE_PERCENT / 100);
+	log_info("TPM: %s ready; signer thread started inside the sandbox (queue of %d, "
+	    "deadline %u ms)", kd->cfg->tpm_tcti, TPM_QUEUE_MAX,
+	    kd->cfg->keyd_timeout_ms * TPM_DEADLINE_PERCENT / 100);
 	return 0;
 }
 
