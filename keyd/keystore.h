@@ -39,6 +39,14 @@ struct keyd_key {
 	char              fingerprint[96];      /* SHA-256 of the leaf DER, hex with colons */
 	char              subject[256];
 	time_t            not_before, not_after;
+	/*
+	 * EC keys: what every signature needs, made on the first one and kept until
+	 * keystore_free() (keystore_sign.c): the digest, fetched once, and an ECDSA context
+	 * initialised once.  Each signature still hashes the input here and draws a fresh nonce.
+	 */
+	EVP_MD           *sign_md;
+	EVP_MD_CTX       *sign_mctx;
+	EVP_PKEY_CTX     *sign_pctx;
 };
 
 /*
@@ -59,8 +67,10 @@ void keystore_free(struct keyd_key *k);
  * the request.  RSA signatures are verified before they are returned (fault attacks).
  * Returns 0 and *siglen, or -1.
  */
-int  keystore_sign(const struct keyd_key *k, uint16_t sigalg, const uint8_t *tbs,
+int  keystore_sign(struct keyd_key *k, uint16_t sigalg, const uint8_t *tbs,
     size_t tbslen, uint8_t *sig, size_t sigcap, size_t *siglen);
+/* Frees what keystore_sign() kept with the key (called by keystore_free()). */
+void keystore_sign_forget(struct keyd_key *k);
 
 /* SHA-256 of the certificate's SubjectPublicKeyInfo: the key id both sides compute. */
 int  keyid_of_cert(X509 *x, uint8_t out[IPC_KEY_ID_LEN]);

@@ -795,6 +795,7 @@ keystore_free(struct keyd_key *k)
 {
 	if (k == NULL)
 		return;
+	keystore_sign_forget(k);    /* before the key: the signing context holds a reference */
 	EVP_PKEY_free(k->pkey);     /* wipes the private components (secure heap) */
 	tpm_key_unref(k->tpm);
 	X509_free(k->leaf);

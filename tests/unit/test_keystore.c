@@ -744,9 +744,21 @@ test_sign_ec(void **state)
 	uint8_t tbs[IPC_TBS_MAX];
 	struct keyd_key *k;
 
+	uint8_t s1[IPC_SIG_MAX], s2[IPC_SIG_MAX];
+	size_t l1 = 0, l2 = 0, len;
+
 	k = load_ok("p256.crt", "p256.key", NULL, NULL, NULL);
 	for (size_t h = 32; h <= 48; h += 16)
 		sign_roundtrip(k, fx.c_p256, TLS_SIGALG_ECDSA_P256_SHA256, tbs, mk13(tbs, h));
+	/* The context kept with the key signs again, with a fresh nonce each time. */
+	len = mk13(tbs, 32);
+	assert_int_equal(keystore_sign(k, TLS_SIGALG_ECDSA_P256_SHA256, tbs, len, s1,
+	    sizeof(s1), &l1), 0);
+	assert_int_equal(keystore_sign(k, TLS_SIGALG_ECDSA_P256_SHA256, tbs, len, s2,
+	    sizeof(s2), &l2), 0);
+	assert_true(verify(fx.c_p256, TLS_SIGALG_ECDSA_P256_SHA256, tbs, len, s1, l1, -1));
+	assert_true(verify(fx.c_p256, TLS_SIGALG_ECDSA_P256_SHA256, tbs, len, s2, l2, -1));
+	assert_false(l1 == l2 && memcmp(s1, s2, l1) == 0);
 	keystore_free(k);
 	k = load_ok("p384.crt", "p384.key", NULL, NULL, NULL);
 	for (size_t h = 32; h <= 48; h += 16)
