@@ -56,6 +56,16 @@ WORKLOADS = [
 LOADGEN_THREADS = 8
 MEM_STEPS = (1_000, 10_000)
 MEM_SETTLE_S = 1.0
+# Idle means steady state: redis-server 7.0 gives every new client 16 KiB of reply buffer and
+# a query buffer, and its clientsCron shrinks or frees them over the next ~10 s of idleness
+# (measured: 9.5 KiB/client at once, 8.7 after 3 s, 5.8 after 6 s, 1.9 after 12 s: it resizes
+# in 5 s periods).  So the connections stay idle MEM_IDLE_MIN_S, then RSS is sampled every
+# second until one second changes it by less than MEM_STABLE_FRACTION of what the
+# connections added, twice in a row, or MEM_STABLE_MAX_S passed; both the figure at
+# MEM_SETTLE_S and the settled one are kept.  The same rule for every setup.
+MEM_IDLE_MIN_S = 12.0
+MEM_STABLE_FRACTION = 0.01
+MEM_STABLE_MAX_S = 20.0
 MEM_WARMUP_CONNS = 20
 # Deadline of the idle-connection client: generous (a healthy setup opens 10,000 in ~15 s
 # here) but short enough that a server that stops accepting cannot eat the time budget.
@@ -307,17 +317,22 @@ class Runner:
                 break
             held = int(line.split()[2])
             time.sleep(MEM_SETTLE_S)
-            m = S.memory_kib(setup.roots)
+            first = S.memory_kib(setup.roots)
+            m, waited = self._memory_settled(setup, base, first)
             step = {"connections": held, "target": target, "rss_kib": m["rss_kib"],
-                    "pss_kib": m["pss_kib"], "processes": m["processes"]}
+                    "pss_kib": m["pss_kib"], "processes": m["processes"],
+                    "rss_kib_first": first["rss_kib"], "settle_s": round(waited, 1)}
             if held:
                 step["rss_per_conn_kib"] = (m["rss_kib"] - base["rss_kib"]) / held
                 step["pss_per_conn_kib"] = (m["pss_kib"] - base["pss_kib"]) / held
+                step["rss_per_conn_kib_first"] = (first["rss_kib"] - base["rss_kib"]) / held
             if held < target:
                 res["problems"].append("only %d of %d connections opened" % (held, target))
             res["steps"].append(step)
-            log("  %-14s %6d idle connections: RSS %7d KiB (%+.1f KiB/conn)"
-                % (setup.name, held, m["rss_kib"], step.get("rss_per_conn_kib", 0)))
+            log("  %-14s %6d idle connections: RSS %7d KiB (%+.1f KiB/conn; %+.1f at first, "
+                "settled in %.0f s)" % (setup.name, held, m["rss_kib"],
+                                        step.get("rss_per_conn_kib", 0),
+                                        step.get("rss_per_conn_kib_first", 0), waited))
             try:
                 p.stdin.write(b"next\n")
                 p.stdin.flush()
@@ -337,6 +352,23 @@ class Runner:
             res["problems"].append("loadgen hold output unreadable (rc %s)" % rc)
         res["ok"] = not res["problems"]
         return res
+
+    def _memory_settled(self, setup, base, first):
+        """RSS once the setup's processes stop giving memory back (see MEM_STABLE_*)."""
+        t0 = time.monotonic()
+        time.sleep(MEM_IDLE_MIN_S - MEM_SETTLE_S)
+        prev, calm = S.memory_kib(setup.roots), 0
+        while time.monotonic() - t0 < MEM_STABLE_MAX_S and calm < 2:
+            time.sleep(1.0)
+            cur = S.memory_kib(setup.roots)
+            calm = calm + 1 if _stable(prev, cur, base) else 0
+            prev = cur
+        return prev, MEM_SETTLE_S + time.monotonic() - t0
+
+
+def _stable(prev, cur, base):
+    added = max(cur["rss_kib"] - base["rss_kib"], 1)
+    return abs(cur["rss_kib"] - prev["rss_kib"]) <= MEM_STABLE_FRACTION * added
 
 
 def read_line(p, timeout):

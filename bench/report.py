@@ -469,22 +469,28 @@ def markdown(results, png_rel):
     L.append("")
     L.append("Sum of VmRSS (and of Pss) over the setup's server-side processes with N idle "
              "TLS connections open (each did one handshake and one PING), minus the same sum "
-             "before they were opened, divided by N. Kernel socket buffers are not included.")
+             "before they were opened, divided by N. Kernel socket buffers are not included. "
+             "Idle means steady state: RSS is read once the processes stop giving memory "
+             "back (redis-server shrinks each new client's 16 KiB reply buffer and frees its "
+             "query buffer over ~10 s of idleness; see bench/README.md). `at first` is the "
+             "figure 1 s after the last connection opened.")
     L.append("")
     L.append("| setup | idle RSS KiB | N | RSS KiB | KiB/conn (RSS) | KiB/conn (Pss) | "
-             "processes |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|")
+             "KiB/conn at first | settled after s | processes |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in names:
         mem = setups[n].get("memory")
         if not mem:
             continue
         for st in mem.get("steps", []):
-            L.append("| %s | %d | %d | %d | %s | %s | %d |" % (
+            L.append("| %s | %d | %d | %d | %s | %s | %s | %s | %d |" % (
                 n, mem["idle"]["rss_kib"], st["connections"], st["rss_kib"],
                 f(st.get("rss_per_conn_kib"), 1), f(st.get("pss_per_conn_kib"), 1),
+                f(st.get("rss_per_conn_kib_first"), 1), f(st.get("settle_s"), 0),
                 st["processes"]))
         if mem.get("problems"):
-            L.append("| %s | **problems**: %s | | | | | |" % (n, "; ".join(mem["problems"])))
+            L.append("| %s | **problems**: %s | | | | | | | |"
+                     % (n, "; ".join(mem["problems"])))
     L.append("")
     fails = summ["failures"]
     L.append("## Failed or incomplete runs")
