@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "policy/identity.h"
 #include "worker/conn.h"
+#include "worker/connector.h"
 #include "worker/keyd_client.h"
 #include "worker/worker.h"
 
@@ -27,12 +28,21 @@ conn_audit_where(const struct conn *c)
 	return c->listener != NULL ? c->listener->cfg->name : c->connector->cfg->name;
 }
 
+/*
+ * peer is whoever connected to us: a client, or for a connector the local redis-server.
+ * A connector's records also name the remote end it dialled (PCI DSS 10.2.2: the
+ * destination of an outbound connection is part of "where").
+ */
 static json_t *
 conn_audit_base(const struct conn *c)
 {
-	return json_pack("{s:I, s:s, s:s, s:s}", "conn", (json_int_t)c->id,
+	json_t *o = json_pack("{s:I, s:s, s:s, s:s}", "conn", (json_int_t)c->id,
 	    c->listener != NULL ? "listener" : "connector", conn_audit_where(c),
 	    "peer", c->peer_str, "direction", c->listener != NULL ? "inbound" : "outbound");
+
+	if (o != NULL && c->connector != NULL && c->kpeer != NULL)
+		json_object_set_new(o, "dialled", json_string(c->kpeer->name));
+	return o;
 }
 
 static void

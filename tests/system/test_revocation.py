@@ -4,6 +4,7 @@ client certificates and on the peers connectors dial; reloaded with rotation (is
 A revoked client is refused with a TLS alert and a log line that says "certificate revoked";
 clients already connected, and clients that are not revoked, keep working.
 """
+import json
 import os
 import ssl
 
@@ -168,3 +169,11 @@ def test_connector_refuses_revoked_peer(env, rot):
                what="the connector to log that the peer's certificate is revoked")
     assert held.get("through") == b"connector", "the connection made before was cut"
     held.close()
+    # The connector's audit records name the peer it dialled, not only the local client.
+    with open(os.path.join(st.dir, "audit", "audit.jsonl")) as f:
+        recs = [json.loads(ln) for ln in f if ln.strip()]
+    out = [r for r in recs if r.get("event") == "tls.handshake" and r.get("connector") == "out"]
+    dialled = f"127.0.0.1:{st.port}"
+    assert any(r["outcome"] == "success" and r.get("dialled") == dialled for r in out), out
+    assert any(r["outcome"] == "failure" and r.get("dialled") == dialled and
+               r.get("direction") == "outbound" for r in out), out
