@@ -36,6 +36,8 @@ GROUP_SHORT = {"p1": "-P 1", "p16": "-P 16", "d1k": "1 KiB", "d100k": "100 KiB",
 REFERENCES = ["haproxy", "hitch", "stunnel", "native", "plaintext"]
 SUBJECT = "redoubt"
 MEM_TARGET_KIB = 16
+# Hand-written log of what each optimisation bought; copied into docs/benchmarks.md.
+OPTIMISATIONS_MD = os.path.join(HERE, "optimisations.md")
 
 
 # --- analysis ---------------------------------------------------------------------------------
@@ -334,6 +336,24 @@ def target_lines(results):
     return lines
 
 
+def optimisation_lines():
+    """bench/optimisations.md below its own title, its headings one level down."""
+    try:
+        with open(OPTIMISATIONS_MD) as fh:
+            text = fh.read().splitlines()
+    except OSError as e:
+        return ["(bench/optimisations.md not readable: %s)" % e.strerror, ""]
+    if text and text[0].startswith("# "):
+        text = text[1:]
+    L = ["## What each optimisation bought", "",
+         "From [bench/optimisations.md](../bench/optimisations.md) (hand-written; the figures "
+         "there come from the runs and profiles it names, not from the run above)."]
+    L.extend("#" + ln if ln.startswith("## ") else ln for ln in text)
+    if L[-1] != "":
+        L.append("")
+    return L
+
+
 def markdown(results, png_rel):
     summ = results["summary"]
     setups = results["setups"]
@@ -516,6 +536,7 @@ def markdown(results, png_rel):
             L.extend("  " + ln for ln in lines[1:12])
             L.append("  ```")
     L.append("")
+    L.extend(optimisation_lines())
     return "\n".join(L)
 
 
