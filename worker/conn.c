@@ -148,7 +148,10 @@ conn_run_cb(struct ev_defer *d)
 static void
 conn_reap_cb(struct ev_defer *d)
 {
-	free(d->arg);
+	struct conn *c = d->arg;
+
+	free(c->refusal);
+	free(c);
 }
 
 static void conn_timer_cb(struct ev_timer *t);
@@ -192,11 +195,14 @@ side_close(struct side *s)
 }
 
 static void
-conn_format_peer(struct conn *c)
+conn_format_peer(struct conn *c, const struct sockaddr *sa, socklen_t salen)
 {
-	const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
 	char host[46];
 
+	if (salen < sizeof(sa->sa_family)) {
+		snprintf(c->peer_str, sizeof(c->peer_str), "unknown");
+		return;
+	}
 	if (sa->sa_family == AF_INET &&
 	    inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host)))
 		snprintf(c->peer_str, sizeof(c->peer_str), "%s:%u", host,
@@ -223,11 +229,7 @@ conn_alloc(int fd, const struct sockaddr *sa, socklen_t salen)
 	}
 	side_init(&c->client, c, fd);
 	side_init(&c->backend, c, -1);
-	if (salen > sizeof(c->peer))
-		salen = sizeof(c->peer);
-	memcpy(&c->peer, sa, salen);
-	c->peer_len = salen;
-	conn_format_peer(c);
+	conn_format_peer(c, sa, salen);
 	c->id = ++wk->next_conn_id;
 	c->started_ms = c->last_active_ms = wk->loop.now_ms;
 	evloop_timer_init(&c->timer, conn_timer_cb, c);
@@ -514,7 +516,7 @@ conn_handshake(struct conn *c)
 	default:
 		break;
 	}
-	if (c->refusal[0] != '\0') {
+	if (c->refusal != NULL) {
 		wk->stats.identity_refusals++;
 		log_info("%s: refused %s: %s", c->listener ? c->listener->cfg->name :
 		    c->connector->cfg->name, c->peer_str, c->refusal);
@@ -523,9 +525,7 @@ conn_handshake(struct conn *c)
 		return;
 	}
 	wk->stats.handshake_failures++;
-	snprintf(c->refusal, sizeof(c->refusal), "%s", st == SIDE_EOF ?
-	    "peer closed during the handshake" : t->errmsg);
-	c->end_detail = c->refusal;
+	c->end_detail = st == SIDE_EOF ? "peer closed during the handshake" : t->errmsg;
 	log_info("%s: handshake with %s failed: %s", c->listener ? c->listener->cfg->name :
 	    c->connector->cfg->name, c->peer_str, c->end_detail);
 	conn_audit_handshake(c, 0, c->end_detail);

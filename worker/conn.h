@@ -55,6 +55,9 @@ struct wk_listener;
 struct wk_connector;
 struct connector_peer;
 
+#define CONN_REFUSAL_MAX 256          /* bytes of c->refusal, allocated only when refusing */
+
+/* Per connection, so its size counts in memory per idle connection: keep rare things out. */
 struct conn {
 	TAILQ_ENTRY(conn) entry;          /* worker's list of connections */
 	uint64_t          id;             /* per worker; with keyd's worker id, names it in audit */
@@ -71,10 +74,8 @@ struct conn {
 	struct connector_peer *kpeer;     /* connector: the dialled peer's entry (referenced) */
 	struct tls_gen   *gen;            /* identity generation of the TLS side (refcounted) */
 	const struct config_addr *dial;   /* where CONN_CONNECTING goes */
-	struct sockaddr_storage peer;     /* the client's address */
-	socklen_t         peer_len;
-	char              peer_str[64];
-	char              refusal[256];   /* why the peer's certificate was refused */
+	char              peer_str[64];   /* the client's address, for logs and audit */
+	char             *refusal;        /* why the peer's certificate was refused, or NULL */
 	uint64_t          started_ms;
 	uint64_t          last_active_ms;
 	struct ev_timer   timer;          /* handshake / connect / idle / closing / linger deadline */

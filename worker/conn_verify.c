@@ -4,7 +4,9 @@
  * on listeners) and a connector's `expect`.  The reason lands in c->refusal, from where the
  * log line and the audit record take it.
  */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
@@ -49,6 +51,27 @@ conn_verify_reason(int err)
 	}
 }
 
+/*
+ * Records why the peer is refused.  The buffer is allocated only now: refusals are rare
+ * and every byte of struct conn counts per idle connection.  Without memory the refusal
+ * stands and is logged as a plain handshake failure.
+ */
+static void __attribute__((format(printf, 2, 3)))
+conn_refuse(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (c->refusal == NULL && (c->refusal = malloc(CONN_REFUSAL_MAX)) == NULL)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(c->refusal, CONN_REFUSAL_MAX, fmt, ap);
+	va_end(ap);
+	/* Truncating the certificate description is fine: the reason comes first. */
+	if (n >= CONN_REFUSAL_MAX)
+		memcpy(c->refusal + CONN_REFUSAL_MAX - 4, "...", 4);
+}
+
 int
 conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 {
@@ -65,12 +88,10 @@ conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 		who[0] = '\0';
 		if (cert != NULL)
 			identity_describe(cert, who, sizeof(who));
-		/* Truncating the certificate description is fine: the reason comes first. */
-		if (snprintf(c->refusal, sizeof(c->refusal), "certificate verification failed at "
-		    "depth %d: %s: %s (%s%s%s)", depth, conn_verify_reason(err),
-		    X509_verify_cert_error_string(err), c->kpeer != NULL ? c->kpeer->name : "",
-		    c->kpeer != NULL ? " presented " : "", who) >= (int)sizeof(c->refusal))
-			memcpy(c->refusal + sizeof(c->refusal) - 4, "...", 4);
+		conn_refuse(c, "certificate verification failed at depth %d: %s: %s (%s%s%s)",
+		    depth, conn_verify_reason(err), X509_verify_cert_error_string(err),
+		    c->kpeer != NULL ? c->kpeer->name : "", c->kpeer != NULL ? " presented " : "",
+		    who);
 		return 0;
 	}
 	if (depth != 0 || cert == NULL)
@@ -92,8 +113,7 @@ conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 			}
 		if (!identity_match(cert, allow, n)) {
 			identity_describe(cert, who, sizeof(who));
-			snprintf(c->refusal, sizeof(c->refusal), "client identity not allowed "
-			    "(%.200s)", who);
+			conn_refuse(c, "client identity not allowed (%.200s)", who);
 			X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
 			return 0;
 		}
@@ -101,9 +121,8 @@ conn_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
 	if (c->connector != NULL && c->connector->cfg->n_expect > 0 &&
 	    !identity_match(cert, c->connector->cfg->expect, c->connector->cfg->n_expect)) {
 		identity_describe(cert, who, sizeof(who));
-		if (snprintf(c->refusal, sizeof(c->refusal), "peer %s is not the expected identity "
-		    "(%s)", c->kpeer != NULL ? c->kpeer->name : "", who) >= (int)sizeof(c->refusal))
-			memcpy(c->refusal + sizeof(c->refusal) - 4, "...", 4);
+		conn_refuse(c, "peer %s is not the expected identity (%s)",
+		    c->kpeer != NULL ? c->kpeer->name : "", who);
 		X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
 		return 0;
 	}

@@ -163,7 +163,7 @@ connector_conn_end(struct conn *c)
 		case END_HANDSHAKE_FAILED:
 		case END_HANDSHAKE_TIMEOUT:
 		case END_IDENTITY_REFUSED:
-			connector_peer_failed(c->connector, p, c->refusal[0] != '\0' ? c->refusal :
+			connector_peer_failed(c->connector, p, c->refusal != NULL ? c->refusal :
 			    c->end_detail != NULL ? c->end_detail : conn_end_name(c->end));
 			break;
 		default:
