@@ -1,5 +1,5 @@
 /*
- * The connection state machine and the relay.
+ * The connection state machine and the relay (dialling the other side: conn_dial.c).
  *
  * Readiness is edge-triggered: each side remembers "readable"/"writable" until an operation
  * reports it would block, so descriptors are registered once and never modified (no
@@ -11,13 +11,11 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -27,12 +25,12 @@
 #include "common/limits.h"
 #include "common/log.h"
 #include "worker/conn_audit.h"
+#include "worker/conn_internal.h"
 #include "worker/connector.h"
 #include "worker/tls_bio.h"
 #include "worker/worker.h"
 
 #define CONN_PLAINTEXT_REPLY   "-ERR this port requires TLS\r\n"
-#define CONN_BACKEND_DOWN_REPLY "-ERR redoubt: backend unavailable\r\n"
 #define CONN_CLOSING_TIMEOUT_MS 30000 /* a peer that will not read our last bytes is dropped */
 #define TLS_RECORD_HANDSHAKE   0x16   /* first byte of every TLS ClientHello record */
 #define CONN_LIMIT_LOG_MS      1000   /* window of the log rate limit for limit hits */
@@ -80,9 +78,7 @@ static const char *const conn_end_names[END_MAX] = {
 };
 
 static void conn_run(struct conn *c);
-static void conn_close(struct conn *c, enum conn_end why);
 static void conn_handshake(struct conn *c);
-static void conn_pump(struct conn *c);
 
 const char *
 conn_end_name(enum conn_end e)
@@ -156,7 +152,7 @@ conn_reap_cb(struct ev_defer *d)
 
 static void conn_timer_cb(struct ev_timer *t);
 
-static void
+void
 side_init(struct side *s, struct conn *c, int fd)
 {
 	s->ops = &side_plain_ops;
@@ -167,7 +163,7 @@ side_init(struct side *s, struct conn *c, int fd)
 	s->io.arg = s;
 }
 
-static int
+int
 side_register(struct side *s)
 {
 	if (evloop_add(&wk->loop, &s->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == -1) {
@@ -178,7 +174,7 @@ side_register(struct side *s)
 	return 0;
 }
 
-static void
+void
 side_close(struct side *s)
 {
 	if (s->registered)
@@ -262,7 +258,6 @@ conn_new_inbound(struct wk_listener *l, int fd, const struct sockaddr *sa, sockl
 	return c;
 }
 
-static void conn_dial_to(struct conn *c, const struct sockaddr_storage *ss, socklen_t len);
 
 struct conn *
 conn_new_outbound(struct wk_connector *k, int fd, const struct sockaddr *sa, socklen_t salen)
@@ -407,10 +402,9 @@ conn_route(struct conn *c)
 	return &lc->backend;
 }
 
-static void conn_dial(struct conn *c, const struct config_addr *to);
 
 /* Connector: we are the TLS client; the peer must prove the name we dialled (verify-full). */
-static void
+void
 conn_start_tls_client(struct conn *c)
 {
 	struct wk_connector *k = c->connector;
@@ -532,150 +526,6 @@ conn_handshake(struct conn *c)
 	conn_close(c, END_HANDSHAKE_FAILED);
 }
 
-/* ---------- dialling ---------- */
-
-static socklen_t
-conn_sockaddr(const struct config_addr *a, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (a->kind == ADDR_UNIX) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)ss;
-		sun->sun_family = AF_UNIX;
-		memcpy(sun->sun_path, a->path, strnlen(a->path, sizeof(sun->sun_path) - 1));
-		return sizeof(*sun);
-	}
-	if (a->sslen == 0 || a->sslen > sizeof(*ss))
-		return 0;
-	memcpy(ss, &a->ss, a->sslen);
-	return a->sslen;
-}
-
-/* 1 when c's TLS side negotiated the ALPN protocol proto. */
-static int
-conn_alpn_is(const struct conn *c, const char *proto)
-{
-	const unsigned char *p = NULL;
-	unsigned int n = 0;
-
-	if (c->tls == NULL || c->tls->ssl == NULL)
-		return 0;
-	SSL_get0_alpn_selected(c->tls->ssl, &p, &n);
-	return p != NULL && n == strlen(proto) && memcmp(p, proto, n) == 0;
-}
-
-static void
-conn_backend_down(struct conn *c, const char *why)
-{
-	wk->stats.backend_failures++;
-	if (c->connector != NULL)
-		log_warnx("connector %s: peer %s unreachable (local client %s): %s",
-		    c->connector->cfg->name, c->kpeer != NULL ? c->kpeer->name : "?", c->peer_str,
-		    why);
-	else
-		log_warnx("%s: backend for %s unavailable: %s", c->listener->cfg->name, c->peer_str,
-		    why);
-	c->end = END_BACKEND_UNAVAILABLE;
-	c->end_detail = why;
-	side_close(&c->backend);
-	c->backend.eof = 1;
-	c->backend.failed = 1;
-	/*
-	 * Say so in RESP over TLS before closing: a client library reports it verbatim.  Not on
-	 * the cluster bus, which is not RESP: the peer would count it as a malformed message.
-	 */
-	if (c->listener != NULL && c->client.ssl != NULL && !conn_alpn_is(c, "redis-bus")) {
-		size_t n = sizeof(CONN_BACKEND_DOWN_REPLY) - 1;
-		if (c->buf_b2c.data == NULL)
-			c->buf_b2c.data = worker_buf_get();
-		memcpy(c->buf_b2c.data, CONN_BACKEND_DOWN_REPLY, n);
-		c->buf_b2c.head = 0;
-		c->buf_b2c.tail = n;
-		c->state = CONN_RELAY;
-		c->client.writable = 1;
-		conn_pump(c);
-		return;
-	}
-	conn_close(c, END_BACKEND_UNAVAILABLE);
-}
-
-static void conn_start_tls_client(struct conn *c);
-
-static void
-conn_dial_done(struct conn *c)
-{
-	if (c->connector != NULL) {
-		conn_start_tls_client(c);
-		return;
-	}
-	evloop_timer_cancel(&wk->loop, &c->timer);
-	c->state = CONN_RELAY;
-	if (wk->cfg->idle_timeout_ms != 0)
-		evloop_timer_after(&wk->loop, &c->timer, wk->cfg->idle_timeout_ms);
-	c->last_active_ms = wk->loop.now_ms;
-	conn_pump(c);
-}
-
-static void
-conn_dial_to(struct conn *c, const struct sockaddr_storage *ss, socklen_t len)
-{
-	int fd, one = 1;
-
-	if (len == 0) {
-		conn_backend_down(c, "address not resolved");
-		return;
-	}
-	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		conn_backend_down(c, strerror(errno));
-		return;
-	}
-	if (ss->ss_family != AF_UNIX)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	side_init(&c->backend, c, fd);
-	if (side_register(&c->backend) == -1) {
-		conn_backend_down(c, "epoll");
-		return;
-	}
-	if (connect(fd, (const struct sockaddr *)ss, len) == 0) {
-		c->backend.writable = 1;
-		conn_dial_done(c);
-		return;
-	}
-	if (errno != EINPROGRESS) {
-		conn_backend_down(c, strerror(errno));
-		return;
-	}
-	c->state = CONN_CONNECTING;
-	evloop_timer_after(&wk->loop, &c->timer, BACKEND_CONNECT_TIMEOUT_MS);
-}
-
-static void
-conn_dial(struct conn *c, const struct config_addr *to)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = conn_sockaddr(to, &ss);
-
-	c->dial = to;
-	conn_dial_to(c, &ss, len);
-}
-
-static void
-conn_connect_check(struct conn *c)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	if (!c->backend.writable)
-		return;
-	if (getsockopt(c->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-		err = errno;
-	if (err != 0) {
-		conn_backend_down(c, strerror(err));
-		return;
-	}
-	conn_dial_done(c);
-}
-
 /* ---------- relay ---------- */
 
 /* Moves bytes src -> b -> dst as far as both sockets allow.  Returns 1 on any progress. */
@@ -726,7 +576,7 @@ conn_pump_dir(struct conn *c, struct side *src, struct side *dst, struct rbuf *b
 	return progress;
 }
 
-static void
+void
 conn_pump(struct conn *c)
 {
 	struct side *cl = &c->client, *be = &c->backend;
@@ -853,7 +703,7 @@ conn_timer_cb(struct ev_timer *t)
 	}
 }
 
-static void
+void
 conn_close(struct conn *c, enum conn_end why)
 {
 	if (c->state == CONN_DEAD)
