@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "cli/cli.h"
+#include "cli/supervisor.h"
 #include "common/fips.h"
 #include "common/limits.h"
 #include "common/log.h"
@@ -73,7 +74,8 @@ cmd_check_config(int argc, char **argv)
 		{ "role", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *path = NULL, *role = "all";
+	const char *path = NULL;
+	enum sup_role role = SUP_ROLE_ALL;
 	struct config *cfg = NULL;
 	char err[KEYSTORE_ERR_MAX], ferr[FIPS_ERR_MAX];
 	int opt, bad = 0, keys, addrs;
@@ -82,17 +84,17 @@ cmd_check_config(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "c:r:", longopts, NULL)) != -1) {
 		if (opt == 'c')
 			path = optarg;
-		else if (opt == 'r')
-			role = optarg;
-		else {
+		else if (opt == 'r') {
+			if (supervisor_role_parse(optarg, &role) == -1)
+				return EXIT_USAGE;
+		} else {
 			check_usage();
 			return EXIT_USAGE;
 		}
 	}
-	keys = strcmp(role, "workers") != 0;
-	addrs = strcmp(role, "keyd") != 0;
-	if (path == NULL || optind != argc || (!keys && !addrs) ||
-	    (strcmp(role, "all") != 0 && strcmp(role, "keyd") != 0 && strcmp(role, "workers") != 0)) {
+	keys = role != SUP_ROLE_WORKERS;
+	addrs = role != SUP_ROLE_KEYD;
+	if (path == NULL || optind != argc) {
 		check_usage();
 		return EXIT_USAGE;
 	}

@@ -341,23 +341,6 @@ serve_usage(void)
 	fprintf(stderr, "usage: redoubt serve -c FILE [-d] [--role all|keyd|workers]\n");
 }
 
-static int
-serve_parse_role(const char *arg, enum sup_role *role)
-{
-	if (strcmp(arg, "all") == 0)
-		*role = SUP_ROLE_ALL;
-	else if (strcmp(arg, "keyd") == 0)
-		*role = SUP_ROLE_KEYD;
-	else if (strcmp(arg, "workers") == 0)
-		*role = SUP_ROLE_WORKERS;
-	else {
-		fprintf(stderr, "redoubt: serve: --role must be all, keyd or workers, not '%s'\n",
-		    arg);
-		return -1;
-	}
-	return 0;
-}
-
 /*
  * Users, and whether we switch to them: only as root.  Under the split systemd units each
  * half already runs as its own user; the other half's uid is what the link admits.
@@ -423,7 +406,7 @@ cmd_serve(int argc, char **argv)
 			debug = 1;
 			break;
 		case 'r':
-			if (serve_parse_role(optarg, &sup.role) == -1)
+			if (supervisor_role_parse(optarg, &sup.role) == -1)
 				return EXIT_USAGE;
 			break;
 		default:

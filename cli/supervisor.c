@@ -176,6 +176,40 @@ sup_tell_keyd(uint32_t kind, const struct sup_child *c, int status, int syscall_
 		(void)supervisor_send(&sup->keyd, &m, -1);
 }
 
+/* keyd's "worker N broke the protocol", for a worker this configuration has. */
+int
+supervisor_is_violation(const struct supervisor *s, const struct ipc_msg *m)
+{
+	return m->hdr.type == IPC_CHILD_EVENT && m->u.child_event.kind == IPC_CHILD_VIOLATION &&
+	    m->u.child_event.child >= 1 && m->u.child_event.child <= s->cfg->workers;
+}
+
+void
+supervisor_kill_worker(struct supervisor *s, unsigned worker)
+{
+	struct sup_child *w = &s->workers[worker];
+
+	log_warnx("keyd reports a protocol violation by worker %u: restarting it", w->index);
+	if (w->pid > 0)
+		(void)kill(w->pid, SIGKILL);
+}
+
+int
+supervisor_role_parse(const char *arg, enum sup_role *role)
+{
+	if (strcmp(arg, "all") == 0)
+		*role = SUP_ROLE_ALL;
+	else if (strcmp(arg, "keyd") == 0)
+		*role = SUP_ROLE_KEYD;
+	else if (strcmp(arg, "workers") == 0)
+		*role = SUP_ROLE_WORKERS;
+	else {
+		fprintf(stderr, "redoubt: --role must be all, keyd or workers, not '%s'\n", arg);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---------- messages from children ---------- */
 
 static void
@@ -186,19 +220,11 @@ sup_child_msg(struct sup_child *c, const struct ipc_msg *m)
 		c->ready = 1;
 		return;
 	}
-	if (c == &sup->keyd && m->hdr.type == IPC_CHILD_EVENT &&
-	    m->u.child_event.kind == IPC_CHILD_VIOLATION && m->u.child_event.child >= 1 &&
-	    m->u.child_event.child <= sup->cfg->workers && sup->role == SUP_ROLE_KEYD) {
-		supervisor_link_report(sup, m);     /* the workers' supervisor restarts it */
-		return;
-	}
-	if (c == &sup->keyd && m->hdr.type == IPC_CHILD_EVENT &&
-	    m->u.child_event.kind == IPC_CHILD_VIOLATION && m->u.child_event.child >= 1 &&
-	    m->u.child_event.child <= sup->cfg->workers) {
-		struct sup_child *w = &sup->workers[m->u.child_event.child - 1];
-		log_warnx("keyd reports a protocol violation by worker %u: restarting it", w->index);
-		if (w->pid > 0)
-			(void)kill(w->pid, SIGKILL);
+	if (c == &sup->keyd && supervisor_is_violation(sup, m)) {
+		if (sup->role == SUP_ROLE_KEYD)
+			supervisor_link_report(sup, m);     /* the workers' supervisor restarts it */
+		else
+			supervisor_kill_worker(sup, m->u.child_event.child - 1);
 		return;
 	}
 	log_warnx("%s %u: unexpected %s message", c->role, c->index, ipc_type_name(m->hdr.type));

@@ -64,6 +64,10 @@ int  supervisor_run(struct supervisor *s);
 
 /* supervisor.c, for the link: hand a descriptor / forward a message to a child. */
 int  supervisor_send(struct sup_child *c, const struct ipc_msg *m, int fd);
+int  supervisor_is_violation(const struct supervisor *s, const struct ipc_msg *m);
+void supervisor_kill_worker(struct supervisor *s, unsigned worker);
+/* "all", "keyd", "workers" (serve and check-config --role); -1 with a message otherwise. */
+int  supervisor_role_parse(const char *arg, enum sup_role *role);
 
 /* supervisor_link.c */
 void supervisor_link_start(struct supervisor *s);

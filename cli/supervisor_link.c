@@ -13,7 +13,6 @@
  * system under Landlock) and is not keyd-user, so it can take neither end.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -151,12 +150,8 @@ link_msg_from_keyd(struct supervisor *s, const struct ipc_msg *m, int fd)
 			close(fd);
 		return 0;
 	}
-	if (m->hdr.type == IPC_CHILD_EVENT && m->u.child_event.kind == IPC_CHILD_VIOLATION &&
-	    m->u.child_event.child >= 1 && m->u.child_event.child <= s->cfg->workers) {
-		struct sup_child *w = &s->workers[m->u.child_event.child - 1];
-		log_warnx("keyd reports a protocol violation by worker %u: restarting it", w->index);
-		if (w->pid > 0)
-			(void)kill(w->pid, SIGKILL);
+	if (supervisor_is_violation(s, m)) {
+		supervisor_kill_worker(s, m->u.child_event.child - 1);
 		return 0;
 	}
 	if (fd >= 0)

@@ -81,6 +81,17 @@ keyd_audit_timer_cb(struct ev_timer *t)
 	    (uint64_t)next);
 }
 
+/* A start-up step failed after the audit log opened: say why there too, then exit 78. */
+static _Noreturn void
+keyd_start_failed(const char *why)
+{
+	log_warnx("%s", why);
+	keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", why, NULL);
+	if (kd->audit != NULL)
+		audit_writer_close(kd->audit);
+	exit(KEYD_EXIT_CONFIG);
+}
+
 /* ---------- supervisor channel ---------- */
 
 void
@@ -275,21 +286,11 @@ keyd_main(int argc, char **argv)
 		evloop_timer_init(&kd->audit_timer, keyd_audit_timer_cb, NULL);
 		evloop_timer_after(&kd->loop, &kd->audit_timer, 1000);
 	}
-	if (keyd_identities_load(err, sizeof(err)) == -1) {
-		log_warnx("%s", err);
-		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
-		if (kd->audit != NULL)
-			audit_writer_close(kd->audit);
-		exit(KEYD_EXIT_CONFIG);
-	}
+	if (keyd_identities_load(err, sizeof(err)) == -1)
+		keyd_start_failed(err);
 	/* The TPM is opened before the sandbox; its thread starts inside it (below). */
-	if (keyd_tpm_init(err, sizeof(err)) == -1) {
-		log_warnx("%s", err);
-		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
-		if (kd->audit != NULL)
-			audit_writer_close(kd->audit);
-		exit(KEYD_EXIT_CONFIG);
-	}
+	if (keyd_tpm_init(err, sizeof(err)) == -1)
+		keyd_start_failed(err);
 	keyd_tickets_init();
 	evloop_timer_init(&kd->expiry_timer, keyd_expiry_timer_cb, NULL);
 	keyd_expiry_check();
@@ -303,13 +304,8 @@ keyd_main(int argc, char **argv)
 		fatal("keyd: event set-up");
 	keyd_config_audit();
 	sandbox_keyd_enter(kd->cfg);
-	if (keyd_tpm_start(err, sizeof(err)) == -1) {
-		log_warnx("%s", err);
-		keyd_audit(AUDIT_SERVICE_START, AUDIT_WORKER_NONE, "failure", err, NULL);
-		if (kd->audit != NULL)
-			audit_writer_close(kd->audit);
-		exit(KEYD_EXIT_CONFIG);
-	}
+	if (keyd_tpm_start(err, sizeof(err)) == -1)
+		keyd_start_failed(err);
 	keyd_ready();
 
 	if (evloop_run(&kd->loop) == -1)

@@ -341,6 +341,9 @@ def test_bad_role_is_a_usage_error(env):
     res = run([env.bin, "serve", "--role", "both", "-c", "/nonexistent"], timeout=10)
     assert res.returncode == 64
     assert "--role must be all, keyd or workers" in res.stderr
+    res = run([env.bin, "check-config", "--role", "both", "-c", "/nonexistent"], timeout=10)
+    assert res.returncode == 64
+    assert "--role must be all, keyd or workers" in res.stderr
 
 
 def test_check_config_per_half(env):
